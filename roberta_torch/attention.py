@@ -1,0 +1,209 @@
+"""The attention dispatcher: the one place that knows about Triton, SDPA and csrc.
+
+The model builds an `AttentionMask` once per forward (`padded_attention_mask` or
+`packed_attention_mask`) and calls `self_attention` in every layer. Per call, the dispatcher
+picks a backend:
+
+| backend  | when (`auto`)                                                      |
+|----------|--------------------------------------------------------------------|
+| `triton` | CUDA tensor, float16/bfloat16, supported head dim, Triton importable |
+| `sdpa`   | everything else (CPU, float32, other head dims, no Triton)          |
+
+An explicit override (`backend=` argument, or the environment variable
+`ROBERTA_TORCH_ATTENTION=auto|triton|sdpa`) forces one; forcing `triton` where it cannot run
+raises a ValueError instead of silently falling back.
+
+Masking semantics are Keras's: padded *keys* are masked; a query row whose sequence has no
+valid key at all gets zero attention output (Keras zeroes the probabilities of fully masked
+rows), so the layer output there is finite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .padding import PackedLayout
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "triton", "sdpa")
+BACKEND_ENV_VAR = "ROBERTA_TORCH_ATTENTION"
+
+# torch >= 2.5 returns zeros for fully masked rows in every SDPA backend on CPU; elsewhere we
+# zero them ourselves (older versions return NaN).
+_SDPA_ZEROES_EMPTY_ROWS_ON_CPU = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
+@dataclasses.dataclass
+class AttentionMask:
+    """What the backends need to know about padding, prepared once per forward.
+
+    sdpa_mask:    (batch, 1, 1, seq) bool, True = attend; None when nothing is padded.
+    row_has_key:  (batch, 1, 1, 1) bool, False for rows with no valid token; None if unneeded.
+    key_lengths:  (batch,) int32 valid-key counts, only when the mask is a prefix (right
+                  padding); lets the Triton kernel skip blocks past each sequence's end.
+    layout:       set for packed (padding-free) inputs of shape (total_tokens, heads, dim).
+    """
+
+    sdpa_mask: torch.Tensor | None = None
+    row_has_key: torch.Tensor | None = None
+    key_lengths: torch.Tensor | None = None
+    layout: PackedLayout | None = None
+
+    @property
+    def is_packed(self) -> bool:
+        return self.layout is not None
+
+
+def padded_attention_mask(padding_mask: torch.Tensor | None, eager: bool = True) -> AttentionMask:
+    """Prepare a (batch, seq) bool padding mask (True = valid) for padded attention.
+
+    `eager=False` (inside torch.compile) skips checks that need a host sync: the prefix test
+    that enables the Triton padded path.
+    """
+    if padding_mask is None:
+        return AttentionMask()
+    sdpa_mask = padding_mask[:, None, None, :]
+    row_has_key = padding_mask.any(dim=1)[:, None, None, None]
+    key_lengths = None
+    if eager and padding_mask.is_cuda:
+        lengths = padding_mask.sum(dim=1, dtype=torch.int32)
+        positions = torch.arange(padding_mask.shape[1], device=padding_mask.device)
+        if bool(((positions[None, :] < lengths[:, None]) == padding_mask).all()):
+            key_lengths = lengths
+    return AttentionMask(sdpa_mask=sdpa_mask, row_has_key=row_has_key, key_lengths=key_lengths)
+
+
+def packed_attention_mask(layout: PackedLayout) -> AttentionMask:
+    """Prepare packed (padding-free) attention over `layout`'s sequences."""
+    return AttentionMask(layout=layout)
+
+
+def requested_backend(backend: str | None = None) -> str:
+    """The override in force: the argument, else $ROBERTA_TORCH_ATTENTION, else 'auto'."""
+    if backend is None:
+        backend = os.environ.get(BACKEND_ENV_VAR, "auto") or "auto"
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"Attention backend {backend!r} (from the `attention_backend` argument or "
+            f"${BACKEND_ENV_VAR}) is not one of {BACKENDS}."
+        )
+    return backend
+
+
+def _triton_kernels():
+    """The kernels package, or None where it cannot run (no Triton)."""
+    try:
+        from . import kernels
+    except ImportError:  # pragma: no cover - the package imports without triton
+        return None
+    return kernels
+
+
+def triton_unsupported_reason(q: torch.Tensor, dropout_p: float) -> str | None:
+    """Why the Triton kernel cannot take this call, or None if it can."""
+    kernels = _triton_kernels()
+    if kernels is None or not kernels.triton_is_usable(q.device):
+        return f"Triton is not usable on device {q.device} (needs CUDA, or TRITON_INTERPRET=1)"
+    if q.dtype not in kernels.SUPPORTED_DTYPES:
+        return f"dtype {q.dtype} is not one of {kernels.SUPPORTED_DTYPES}"
+    if q.shape[-1] not in kernels.SUPPORTED_HEAD_DIMS:
+        return f"head dim {q.shape[-1]} is not one of {kernels.SUPPORTED_HEAD_DIMS}"
+    if dropout_p > 0.0 and not getattr(kernels, "SUPPORTS_DROPOUT", False):
+        return "attention dropout in training is not supported by the Triton kernel"
+    return None
+
+
+def choose_backend(q: torch.Tensor, dropout_p: float, backend: str | None = None) -> str:
+    """Pick 'triton' or 'sdpa' for this call (see the module docstring's table)."""
+    requested = requested_backend(backend)
+    if requested == "sdpa":
+        return "sdpa"
+    if requested == "auto" and not q.is_cuda:
+        # On CPU Triton only runs under its (slow) interpreter: never pick it implicitly.
+        return "sdpa"
+    reason = triton_unsupported_reason(q, dropout_p)
+    if reason is None:
+        return "triton"
+    if requested == "triton":
+        raise ValueError(
+            f"Attention backend 'triton' was forced but {reason}; use backend 'auto' or 'sdpa'."
+        )
+    return "sdpa"
+
+
+def self_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: AttentionMask,
+    dropout_p: float = 0.0,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Non-causal multi-head self-attention with Keras's masking.
+
+    Padded:  q, k, v (batch, seq, heads, head_dim) -> (batch, seq, heads, head_dim).
+    Packed:  q, k, v (total_tokens, heads, head_dim) -> (total_tokens, heads, head_dim).
+    Scores are scaled by 1/sqrt(head_dim); dropout_p applies to the probabilities.
+    """
+    chosen = choose_backend(q, dropout_p, backend)
+    if mask.is_packed:
+        if chosen == "triton":
+            return _triton_packed(q, k, v, mask.layout, dropout_p)
+        return _sdpa_packed(q, k, v, mask.layout, dropout_p)
+    if chosen == "triton" and (mask.sdpa_mask is None or mask.key_lengths is not None):
+        return _triton_padded(q, k, v, mask.key_lengths, dropout_p)
+    return _sdpa_padded(q, k, v, mask, dropout_p)
+
+
+def _sdpa_padded(q, k, v, mask: AttentionMask, dropout_p: float) -> torch.Tensor:
+    # SDPA wants (batch, heads, seq, head_dim).
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2),
+        k.transpose(1, 2),
+        v.transpose(1, 2),
+        attn_mask=mask.sdpa_mask,
+        dropout_p=dropout_p,
+    )  # (B, N, T, D)
+    if mask.row_has_key is not None and (q.is_cuda or not _SDPA_ZEROES_EMPTY_ROWS_ON_CPU):
+        out = torch.where(mask.row_has_key, out, out.new_zeros(()))
+    return out.transpose(1, 2)  # (B, T, N, D)
+
+
+def _sdpa_packed(q, k, v, layout: PackedLayout, dropout_p: float) -> torch.Tensor:
+    # Exact and cheapest on CPU: one SDPA call per run of equal-length sequences would save
+    # launches, but per-sequence calls already cost far less than the dense layers.
+    outputs = []
+    start = 0
+    for length in layout.seqlens:
+        if length == 0:
+            continue
+        end = start + length
+        # (L, N, D) -> (1, N, L, D)
+        qi, ki, vi = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+        outputs.append(
+            F.scaled_dot_product_attention(qi, ki, vi, dropout_p=dropout_p)[0].transpose(0, 1)
+        )
+        start = end
+    if not outputs:
+        return q.new_zeros(q.shape)
+    return torch.cat(outputs, dim=0)  # (total, N, D)
+
+
+def _triton_padded(q, k, v, key_lengths, dropout_p: float) -> torch.Tensor:
+    from .kernels import flash_attention
+
+    return flash_attention(q, k, v, key_lengths=key_lengths, dropout_p=dropout_p)
+
+
+def _triton_packed(q, k, v, layout: PackedLayout, dropout_p: float) -> torch.Tensor:
+    from .kernels import flash_attention_varlen
+
+    return flash_attention_varlen(
+        q, k, v, cu_seqlens=layout.cu_seqlens, max_seqlen=layout.max_seqlen, dropout_p=dropout_p
+    )

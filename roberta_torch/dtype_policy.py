@@ -1,0 +1,95 @@
+"""Keras-style dtype policies mapped onto torch dtypes.
+
+A policy has a variable dtype (what parameters are stored in) and a compute dtype (what the
+matrix products run in). "mixed_*" policies keep float32 parameters and compute in the low
+precision, exactly as Keras does. Softmax and LayerNorm always run in float32, whatever the
+policy (see layers.py and attention.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+_POLICIES = {
+    "float32": (torch.float32, torch.float32),
+    "bfloat16": (torch.bfloat16, torch.bfloat16),
+    "float16": (torch.float16, torch.float16),
+    "mixed_bfloat16": (torch.float32, torch.bfloat16),
+    "mixed_float16": (torch.float32, torch.float16),
+}
+_TORCH_DTYPE_TO_NAME = {
+    torch.float32: "float32",
+    torch.bfloat16: "bfloat16",
+    torch.float16: "float16",
+}
+# Keras also accepts these spellings.
+_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+
+
+@dataclasses.dataclass(frozen=True)
+class DTypePolicy:
+    """A named pair of (variable dtype, compute dtype)."""
+
+    name: str
+    variable_dtype: torch.dtype
+    compute_dtype: torch.dtype
+
+    @property
+    def is_mixed(self) -> bool:
+        return self.variable_dtype != self.compute_dtype
+
+    def to_keras_config(self) -> dict:
+        """The `dtype` entry Keras writes into a layer config."""
+        return {
+            "module": "keras",
+            "class_name": "DTypePolicy",
+            "config": {"name": self.name},
+            "registered_name": None,
+        }
+
+
+def known_policy_names() -> tuple[str, ...]:
+    return tuple(_POLICIES)
+
+
+def get_dtype_policy(dtype=None) -> DTypePolicy:
+    """Parse every form Keras accepts for `dtype` into a DTypePolicy.
+
+    Accepted: None (float32), a policy name ("float32", "bfloat16", "float16",
+    "mixed_bfloat16", "mixed_float16"), a torch.dtype of those three floats, a DTypePolicy,
+    or Keras's serialized policy dict {"class_name": "DTypePolicy", "config": {"name": ...}}.
+    """
+    if dtype is None:
+        name = "float32"
+    elif isinstance(dtype, DTypePolicy):
+        return dtype
+    elif isinstance(dtype, torch.dtype):
+        if dtype not in _TORCH_DTYPE_TO_NAME:
+            raise ValueError(
+                f"`dtype`={dtype} is not supported; use one of torch.float32, torch.bfloat16, "
+                f"torch.float16 or a policy name {known_policy_names()}."
+            )
+        name = _TORCH_DTYPE_TO_NAME[dtype]
+    elif isinstance(dtype, dict):
+        config = dtype.get("config")
+        if not isinstance(config, dict) or "name" not in config:
+            raise ValueError(
+                f"`dtype` dict {dtype!r} is not a Keras DTypePolicy config; expected "
+                '{"class_name": "DTypePolicy", "config": {"name": "float32"}}.'
+            )
+        return get_dtype_policy(config["name"])
+    elif isinstance(dtype, str):
+        name = _ALIASES.get(dtype, dtype)
+    else:
+        raise TypeError(
+            f"`dtype` must be None, a str, a torch.dtype or a Keras DTypePolicy dict; "
+            f"got {type(dtype).__name__} ({dtype!r})."
+        )
+    if name not in _POLICIES:
+        raise ValueError(
+            f"Unknown `dtype`={dtype!r}. Allowed policy names: {', '.join(known_policy_names())}."
+        )
+    variable_dtype, compute_dtype = _POLICIES[name]
+    return DTypePolicy(name, variable_dtype, compute_dtype)

@@ -1,0 +1,142 @@
+"""Checking and converting the backbone's inputs before any kernel runs.
+
+Shape and dtype checks are plain Python on tensor metadata, so torch.compile traces them as
+guards. Value checks (ids in range, mask in {0, 1}) need the data: in eager mode they raise a
+ValueError before anything runs; while compiling they become `torch._assert_async`, which
+keeps the graph whole (a Python `if` on tensor data would break it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+_INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+_MASK_DTYPES = (torch.bool, *_INTEGER_DTYPES, torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
+def _as_tensor(value, argument: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        if value.dtype == np.object_:
+            raise TypeError(f"`{argument}` is a numpy array of objects; pass numbers.")
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, (list, tuple)):
+        return torch.as_tensor(np.asarray(value))
+    raise TypeError(
+        f"`{argument}` must be a torch.Tensor or numpy array of shape (batch, seq); "
+        f"got {type(value).__name__}."
+    )
+
+
+def _check_rank2(tensor: torch.Tensor, argument: str) -> None:
+    if tensor.dim() != 2:
+        hint = " Add a batch dimension, e.g. x[None]." if tensor.dim() == 1 else ""
+        raise ValueError(
+            f"`{argument}` must have rank 2 (batch, seq); got shape {tuple(tensor.shape)}.{hint}"
+        )
+
+
+def prepare_inputs(
+    inputs,
+    vocabulary_size: int,
+    max_sequence_length: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Validate `{"token_ids", "padding_mask"}` and move them to `device`.
+
+    Returns token_ids (batch, seq) integer and padding_mask (batch, seq) bool (True = valid),
+    or None for the mask when none was given (every token is valid).
+    """
+    if not isinstance(inputs, Mapping):
+        raise TypeError(
+            "The backbone takes a dict {'token_ids': (batch, seq) ints, 'padding_mask': "
+            f"(batch, seq) 0/1}}; got {type(inputs).__name__}."
+        )
+    if "token_ids" not in inputs:
+        raise ValueError(
+            f"`inputs` has no 'token_ids' key (keys: {sorted(inputs)}); pass "
+            "{'token_ids': ..., 'padding_mask': ...}."
+        )
+    unknown = set(inputs) - {"token_ids", "padding_mask"}
+    if unknown:
+        raise ValueError(
+            f"`inputs` has unknown keys {sorted(unknown)}; allowed: 'token_ids', 'padding_mask'."
+        )
+
+    token_ids = _as_tensor(inputs["token_ids"], "token_ids")
+    _check_rank2(token_ids, "token_ids")
+    if token_ids.dtype not in _INTEGER_DTYPES:
+        raise TypeError(
+            f"`token_ids` must hold integers; got dtype {token_ids.dtype}. Cast with .long()."
+        )
+    batch, seq = token_ids.shape
+    if seq < 1:
+        raise ValueError(f"`token_ids` has sequence length {seq}; it must be at least 1.")
+    if seq > max_sequence_length:
+        raise ValueError(
+            f"`token_ids` has sequence length {seq} > max_sequence_length="
+            f"{max_sequence_length}; truncate the input or build the model with a larger "
+            "max_sequence_length."
+        )
+
+    padding_mask = inputs.get("padding_mask")
+    if padding_mask is not None:
+        padding_mask = _as_tensor(padding_mask, "padding_mask")
+        _check_rank2(padding_mask, "padding_mask")
+        if padding_mask.shape != token_ids.shape:
+            raise ValueError(
+                f"`padding_mask` has shape {tuple(padding_mask.shape)} but `token_ids` has "
+                f"shape {tuple(token_ids.shape)}; they must match."
+            )
+        if padding_mask.dtype not in _MASK_DTYPES:
+            raise TypeError(
+                f"`padding_mask` must be bool or 0/1 numbers; got dtype {padding_mask.dtype}."
+            )
+
+    token_ids = token_ids.to(device, non_blocking=True)
+    if token_ids.dtype == torch.uint8 or token_ids.dtype == torch.int8 or token_ids.dtype == torch.int16:
+        token_ids = token_ids.long()
+    if padding_mask is not None:
+        padding_mask = padding_mask.to(device, non_blocking=True)
+
+    _check_values(token_ids, padding_mask, vocabulary_size)
+    if padding_mask is not None and padding_mask.dtype != torch.bool:
+        padding_mask = padding_mask != 0
+    return token_ids, padding_mask
+
+
+def _check_values(token_ids, padding_mask, vocabulary_size: int) -> None:
+    ids_in_range = (token_ids >= 0) & (token_ids < vocabulary_size)
+    mask_is_binary = None
+    if padding_mask is not None and padding_mask.dtype != torch.bool:
+        mask_is_binary = (padding_mask == 0) | (padding_mask == 1)
+
+    if _is_compiling():
+        torch._assert_async(
+            ids_in_range.all(), f"token_ids must lie in [0, vocabulary_size={vocabulary_size})"
+        )
+        if mask_is_binary is not None:
+            torch._assert_async(mask_is_binary.all(), "padding_mask values must be 0 or 1")
+        return
+
+    if not bool(ids_in_range.all()):
+        bad = token_ids[~ids_in_range]
+        raise ValueError(
+            f"`token_ids` must lie in [0, vocabulary_size={vocabulary_size}); found "
+            f"{bad.numel()} id(s) outside it (min {int(token_ids.min())}, max "
+            f"{int(token_ids.max())}). Check the tokenizer matches this model."
+        )
+    if mask_is_binary is not None and not bool(mask_is_binary.all()):
+        bad_values = torch.unique(padding_mask[~mask_is_binary])[:5].tolist()
+        raise ValueError(
+            f"`padding_mask` values must be 0 or 1 (or bool); found {bad_values}."
+        )

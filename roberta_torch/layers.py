@@ -1,0 +1,105 @@
+"""The encoder's building blocks, in reading order.
+
+Every block accepts either padded activations `(batch, seq, hidden)` or packed ones
+`(total_tokens, hidden)`: dense layers do not care, and attention is told which by the
+`AttentionMask` (see attention.py). The computation is keras_hub's TransformerEncoder:
+post-LayerNorm, exact GELU, LayerNorm epsilon 1e-5, dropout after attention probabilities and
+on both residual branches.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import AttentionMask, self_attention
+
+LAYER_NORM_EPSILON = 1e-5
+# Keras's TruncatedNormal(stddev=0.02) cuts at two standard deviations.
+INITIALIZER_STDDEV = 0.02
+
+
+def init_kernel_(tensor: torch.Tensor) -> torch.Tensor:
+    """Keras's default for kernels and embeddings: TruncatedNormal(stddev=0.02)."""
+    return nn.init.trunc_normal_(
+        tensor, std=INITIALIZER_STDDEV, a=-2 * INITIALIZER_STDDEV, b=2 * INITIALIZER_STDDEV
+    )
+
+
+class LayerNorm32(nn.LayerNorm):
+    """LayerNorm computed in float32 whatever the input dtype, returned in the input dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return F.layer_norm(
+            x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps
+        ).to(x.dtype)
+
+
+class Linear(nn.Linear):
+    """nn.Linear that runs in its input's dtype: mixed policies keep float32 weights and
+    compute in bfloat16/float16, like Keras's autocasting."""
+
+    def reset_parameters(self) -> None:
+        init_kernel_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.weight, self.bias
+        if weight.dtype != x.dtype:
+            weight, bias = weight.to(x.dtype), bias.to(x.dtype)
+        return F.linear(x, weight, bias)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused QKV projection."""
+
+    def __init__(self, hidden_dim: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_dim // num_heads
+        self.dropout = dropout
+        self.qkv = Linear(hidden_dim, 3 * hidden_dim)  # rows: [query; key; value]
+        self.output = Linear(hidden_dim, hidden_dim)
+
+    def forward(
+        self, x: torch.Tensor, mask: AttentionMask, backend: str | None = None
+    ) -> torch.Tensor:
+        # x: (B, T, H) padded or (total, H) packed; "..." below is (B, T) or (total,).
+        qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, self.head_dim))  # (..., 3, N, D)
+        q, k, v = qkv.unbind(dim=-3)  # each (..., N, D)
+        dropout_p = self.dropout if self.training else 0.0
+        context = self_attention(q, k, v, mask, dropout_p=dropout_p, backend=backend)
+        return self.output(context.flatten(-2))  # (..., H)
+
+
+class FeedForward(nn.Module):
+    """W2 gelu(W1 x), exact (erf) GELU as in Keras."""
+
+    def __init__(self, hidden_dim: int, intermediate_dim: int):
+        super().__init__()
+        self.intermediate = Linear(hidden_dim, intermediate_dim)
+        self.output = Linear(intermediate_dim, hidden_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(F.gelu(self.intermediate(x)))
+
+
+class TransformerEncoderLayer(nn.Module):
+    """x = LN(x + dropout(attn(x))); x = LN(x + dropout(ffn(x)))."""
+
+    def __init__(self, hidden_dim: int, num_heads: int, intermediate_dim: int, dropout: float):
+        super().__init__()
+        self.attention = SelfAttention(hidden_dim, num_heads, dropout)
+        self.attention_layer_norm = LayerNorm32(hidden_dim, eps=LAYER_NORM_EPSILON)
+        self.feedforward = FeedForward(hidden_dim, intermediate_dim)
+        self.feedforward_layer_norm = LayerNorm32(hidden_dim, eps=LAYER_NORM_EPSILON)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: torch.Tensor, mask: AttentionMask, backend: str | None = None
+    ) -> torch.Tensor:
+        x = self.attention_layer_norm(x + self.dropout(self.attention(x, mask, backend)))
+        return self.feedforward_layer_norm(x + self.dropout(self.feedforward(x)))
