@@ -71,7 +71,8 @@ def padded_attention_mask(padding_mask: torch.Tensor | None, eager: bool = True)
     sdpa_mask = padding_mask[:, None, None, :]
     row_has_key = padding_mask.any(dim=1)[:, None, None, None]
     key_lengths = None
-    if eager and padding_mask.is_cuda:
+    if eager:
+        # One host sync per forward; compiled graphs skip it and keep SDPA's general mask.
         lengths = padding_mask.sum(dim=1, dtype=torch.int32)
         positions = torch.arange(padding_mask.shape[1], device=padding_mask.device)
         if bool(((positions[None, :] < lengths[:, None]) == padding_mask).all()):
@@ -198,12 +199,21 @@ def _sdpa_packed(q, k, v, layout: PackedLayout, dropout_p: float) -> torch.Tenso
 def _triton_padded(q, k, v, key_lengths, dropout_p: float) -> torch.Tensor:
     from .kernels import flash_attention
 
-    return flash_attention(q, k, v, key_lengths=key_lengths, dropout_p=dropout_p)
+    # The lengths come from a validated mask: skip the kernel's own (syncing) value checks.
+    return flash_attention(
+        q, k, v, key_lengths=key_lengths, dropout_p=dropout_p, validate_lengths=False
+    )
 
 
 def _triton_packed(q, k, v, layout: PackedLayout, dropout_p: float) -> torch.Tensor:
     from .kernels import flash_attention_varlen
 
     return flash_attention_varlen(
-        q, k, v, cu_seqlens=layout.cu_seqlens, max_seqlen=layout.max_seqlen, dropout_p=dropout_p
+        q,
+        k,
+        v,
+        cu_seqlens=layout.cu_seqlens,
+        max_seqlen=layout.max_seqlen,
+        dropout_p=dropout_p,
+        validate_lengths=False,
     )

@@ -28,14 +28,19 @@ def init_kernel_(tensor: torch.Tensor) -> torch.Tensor:
 
 
 class LayerNorm32(nn.LayerNorm):
-    """LayerNorm computed in float32 whatever the input dtype, returned in the input dtype."""
+    """LayerNorm whose statistics and affine transform are computed in float32 for any input
+    dtype, returned in the input dtype (Keras's LayerNormalization under low precision).
+
+    torch's CPU and CUDA layer_norm kernels already accumulate bfloat16/float16 inputs in
+    float32 ("opmath"), so casting the activations up and back would only add two copies.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
-            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return F.layer_norm(
-            x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps
-        ).to(x.dtype)
+        weight, bias = self.weight, self.bias
+        if weight.dtype != x.dtype and x.device.type != "cpu":
+            # Low-precision input with float32 parameters is a CPU kernel; elsewhere match.
+            weight, bias = weight.to(x.dtype), bias.to(x.dtype)
+        return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
 
 
 class Linear(nn.Linear):

@@ -1,0 +1,256 @@
+"""roberta_torch against transformers' RobertaModel (attn_implementation="sdpa").
+
+Same weights (the transformers checkpoint is loaded into roberta_torch through its own
+converter), same dtype, inference mode (or a training step with --train), one process,
+interleaved runs, medians, ratios. Scenarios: batch x seq in (1x128, 8x128, 8x512, 32x256),
+dense and padded with uniform lengths whose mean fill is 50 % and 25 %.
+
+Throughput counts real tokens only (padding is not work a user wants). Achieved FLOP/s are
+reported against the machine's measured matrix-product peak in the same dtype.
+
+    python benchmarks/bench_backbone.py --device cpu --dtypes float32,bfloat16 --out benchmarks/results
+    python benchmarks/bench_backbone.py --device cuda --dtypes bfloat16 --out benchmarks/results_gpu
+    python benchmarks/bench_backbone.py --train ...   # forward + backward + AdamW step
+
+Writes <out>/backbone_<device>[_train].json and .png and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import statistics
+import tempfile
+import time
+
+import torch
+
+import roberta_torch
+
+SIZES = {
+    # name: (vocab, layers, heads, hidden, intermediate, max length)
+    "base": (50265, 12, 12, 768, 3072, 512),
+    "tiny": (1000, 2, 2, 64, 128, 512),  # smoke test of the script itself
+}
+SHAPES = [(1, 128), (8, 128), (8, 512), (32, 256)]
+FILLS = [1.0, 0.5, 0.25]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_models(size: str, dtype: torch.dtype, device: str, train: bool):
+    from transformers import RobertaConfig, RobertaModel
+
+    vocab, layers, heads, hidden, intermediate, max_len = SIZES[size]
+    config = RobertaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=max_len + 2,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        pad_token_id=1,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    peer = RobertaModel(config, add_pooling_layer=False)
+    with tempfile.TemporaryDirectory() as directory:
+        peer.save_pretrained(directory)
+        ours = roberta_torch.RobertaBackbone.from_preset(directory, dtype=dtype)
+    peer = peer.to(device=device, dtype=dtype)
+    ours = ours.to(device)
+    for model in (peer, ours):
+        model.train(train)
+    return peer, ours
+
+
+def make_batch(batch: int, seq: int, fill: float, vocab: int, device: str, seed: int = 0):
+    """Uniformly spread lengths whose mean is `fill * seq` (every row full when fill == 1)."""
+    g = torch.Generator().manual_seed(seed)
+    if fill >= 1.0:
+        lengths = torch.full((batch,), seq)
+    elif batch == 1:
+        lengths = torch.tensor([max(1, round(fill * seq))])
+    else:
+        # Uniform on [1, 2*fill*seq - 1]: mean fill*seq.
+        high = max(1.0, 2 * fill * seq - 1)
+        lengths = torch.linspace(1, high, batch).round().long()
+        lengths = lengths[torch.randperm(batch, generator=g)]
+    ids = torch.randint(3, vocab, (batch, seq), generator=g)
+    mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
+    ids = torch.where(mask.bool(), ids, torch.ones_like(ids))  # pad id 1, as tokenizers do
+    return ids.to(device), mask.to(device), lengths
+
+
+def model_flops(lengths, layers: int, hidden: int, intermediate: int) -> float:
+    """Forward FLOPs on the real tokens: the dense layers plus attention (QK^T and PV)."""
+    tokens = float(lengths.sum())
+    dense = 2.0 * tokens * layers * (4 * hidden * hidden + 2 * hidden * intermediate)
+    attention = 4.0 * float((lengths.double() ** 2).sum()) * hidden * layers
+    return dense + attention
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(dtype: torch.dtype, device: str, n: int = 2048, repeats: int = 5) -> float:
+    """Measured FLOP/s of a large square matrix product in `dtype`."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    a @ b
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 2.0 * n**3 / min(times)
+
+
+def step_functions(peer, ours, ids, mask, train: bool):
+    valid = mask.bool()
+
+    def run_peer():
+        return peer(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    def run_ours():
+        return ours({"token_ids": ids, "padding_mask": mask})
+
+    if not train:
+        return run_peer, run_ours
+
+    optimizers = {id(m): torch.optim.AdamW(m.parameters(), lr=1e-5) for m in (peer, ours)}
+
+    def train_step(model, forward):
+        def step():
+            optimizer = optimizers[id(model)]
+            optimizer.zero_grad(set_to_none=True)
+            loss = forward()[valid].float().pow(2).mean()
+            loss.backward()
+            optimizer.step()
+        return step
+
+    return train_step(peer, run_peer), train_step(ours, run_ours)
+
+
+def time_interleaved(functions, repeats: int, device: str, warmup: int = 1):
+    """Median seconds of each function, runs interleaved (ABBA order) to share drift."""
+    times = [[] for _ in functions]
+    for _ in range(warmup):
+        for fn in functions:
+            fn()
+    synchronize(device)
+    for r in range(repeats):
+        order = range(len(functions)) if r % 2 == 0 else reversed(range(len(functions)))
+        for i in order:
+            start = time.perf_counter()
+            functions[i]()
+            synchronize(device)
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def run(args) -> dict:
+    device = args.device
+    results = {
+        "device": device,
+        "machine": torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "size": args.size,
+        "mode": "train step (fwd+bwd+AdamW)" if args.train else "inference",
+        "rows": [],
+        "matmul_peak_tflops": {},
+    }
+    vocab, layers, _, hidden, intermediate, _ = SIZES[args.size]
+    shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
+    fills = [float(f) for f in args.fills.split(",")] if args.fills else FILLS
+    for dtype_name in args.dtypes.split(","):
+        dtype = DTYPES[dtype_name]
+        peak = matmul_peak(dtype, device)
+        results["matmul_peak_tflops"][dtype_name] = peak / 1e12
+        peer, ours = build_models(args.size, dtype, device, args.train)
+        for batch, seq in shapes:
+            for fill in fills:
+                ids, mask, lengths = make_batch(batch, seq, fill, vocab, device)
+                run_peer, run_ours = step_functions(peer, ours, ids, mask, args.train)
+                grad_mode = torch.enable_grad() if args.train else torch.inference_mode()
+                with grad_mode:
+                    t_peer, t_ours = time_interleaved((run_peer, run_ours), args.repeats, device)
+                tokens = int(lengths.sum())
+                flops = model_flops(lengths, layers, hidden, intermediate) * (3.0 if args.train else 1.0)
+                row = {
+                    "dtype": dtype_name,
+                    "batch": batch,
+                    "seq": seq,
+                    "fill": round(tokens / (batch * seq), 3),
+                    "transformers_s": t_peer,
+                    "roberta_torch_s": t_ours,
+                    "transformers_tokens_per_s": tokens / t_peer,
+                    "roberta_torch_tokens_per_s": tokens / t_ours,
+                    "speedup": t_peer / t_ours,
+                    "roberta_torch_tflops": flops / t_ours / 1e12,
+                    "fraction_of_matmul_peak": flops / t_ours / peak,
+                }
+                results["rows"].append(row)
+                print(
+                    f"{dtype_name:9s} {batch:3d}x{seq:<4d} fill {row['fill']:.2f}  "
+                    f"transformers {row['transformers_tokens_per_s']:9.0f} tok/s  "
+                    f"roberta_torch {row['roberta_torch_tokens_per_s']:9.0f} tok/s  "
+                    f"x{row['speedup']:.2f}  {row['roberta_torch_tflops']:.3f} TFLOP/s "
+                    f"({100 * row['fraction_of_matmul_peak']:.0f}% of peak)",
+                    flush=True,
+                )
+        del peer, ours
+    return results
+
+
+def plot(results: dict, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["rows"]
+    dtypes = sorted({r["dtype"] for r in rows})
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(7 * len(dtypes), 4.5), squeeze=False)
+    for ax, dtype in zip(axes[0], dtypes):
+        subset = [r for r in rows if r["dtype"] == dtype]
+        labels = [f"{r['batch']}x{r['seq']}\n{int(100 * r['fill'])}%" for r in subset]
+        ax.bar(range(len(subset)), [r["speedup"] for r in subset], color="tab:blue")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(subset)), labels, fontsize=7)
+        ax.set_ylabel("speedup vs transformers (sdpa)")
+        ax.set_title(f"{results['mode']}, {dtype}, {results['device']}")
+    fig.suptitle(results["machine"], fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--size", default="base", choices=sorted(SIZES))
+    parser.add_argument("--shapes", default="", help="e.g. 8x128,32x256 (default: the four scenarios)")
+    parser.add_argument("--fills", default="", help="e.g. 1.0,0.5,0.25")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--train", action="store_true", help="time a training step instead")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args(argv)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = run(args)
+    stem = f"backbone_{args.device}{'_train' if args.train else ''}"
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    plot(results, out / f"{stem}.png")
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""roberta_torch: keras_hub's RoBERTa / XLM-RoBERTa backbones as PyTorch modules."""
+
+import pathlib
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+
+setup(
+    name="roberta_torch",
+    version="0.1.0",
+    description=(
+        "PyTorch-native RoBERTa / XLM-RoBERTa encoders, numerically identical to "
+        "keras_hub's backbones, with a Triton flash-attention kernel and padding-free execution."
+    ),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    # csrc/, tests/, examples/ and benchmarks/ stay out of the installed package.
+    packages=find_packages(include=["roberta_torch", "roberta_torch.*"]),
+    include_package_data=True,
+    package_data={"roberta_torch": ["assets/presets/*/*", "assets/presets/*/*/*/*", "assets/*.md"]},
+    install_requires=[
+        "torch>=2.3",
+        "numpy>=1.23",
+        "safetensors>=0.4",
+        "huggingface_hub>=0.23",
+        "kagglehub>=0.3",
+        "h5py>=3.8",
+        "tokenizers>=0.19",
+        "sentencepiece>=0.2",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "gpu": ["triton>=3.0"],
+        "test": [
+            "pytest>=7",
+            # The interpreter tests of the Triton kernel run on CPU.
+            "triton>=3.0",
+            # Peers the tests compare against.
+            "transformers>=4.40",
+            "keras-hub>=0.20",
+            "keras>=3.5",
+        ],
+        "bench": ["transformers>=4.40", "matplotlib>=3.6"],
+    },
+    entry_points={"console_scripts": ["roberta-torch=roberta_torch.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Framework :: PyTorch",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
