@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import dense
 from .attention import AttentionMask, self_attention
 
 LAYER_NORM_EPSILON = 1e-5
@@ -51,11 +52,17 @@ class Linear(nn.Linear):
         init_kernel_(self.weight)
         nn.init.zeros_(self.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        activation: str | None = None,
+        residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """activation(x W^T + b) [+ residual], the epilogue fused where possible."""
         weight, bias = self.weight, self.bias
         if weight.dtype != x.dtype:
             weight, bias = weight.to(x.dtype), bias.to(x.dtype)
-        return F.linear(x, weight, bias)
+        return dense.linear(x, weight, bias, activation=activation, residual=residual)
 
 
 class SelfAttention(nn.Module):
@@ -70,14 +77,19 @@ class SelfAttention(nn.Module):
         self.output = Linear(hidden_dim, hidden_dim)
 
     def forward(
-        self, x: torch.Tensor, mask: AttentionMask, backend: str | None = None
+        self,
+        x: torch.Tensor,
+        mask: AttentionMask,
+        backend: str | None = None,
+        residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Attention output, plus `residual` when given (fused into the output projection)."""
         # x: (B, T, H) padded or (total, H) packed; "..." below is (B, T) or (total,).
         qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, self.head_dim))  # (..., 3, N, D)
         q, k, v = qkv.unbind(dim=-3)  # each (..., N, D)
         dropout_p = self.dropout if self.training else 0.0
         context = self_attention(q, k, v, mask, dropout_p=dropout_p, backend=backend)
-        return self.output(context.flatten(-2))  # (..., H)
+        return self.output(context.flatten(-2), residual=residual)  # (..., H)
 
 
 class FeedForward(nn.Module):
@@ -88,8 +100,8 @@ class FeedForward(nn.Module):
         self.intermediate = Linear(hidden_dim, intermediate_dim)
         self.output = Linear(intermediate_dim, hidden_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(F.gelu(self.intermediate(x)))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        return self.output(self.intermediate(x, activation="gelu"), residual=residual)
 
 
 class TransformerEncoderLayer(nn.Module):
@@ -106,5 +118,9 @@ class TransformerEncoderLayer(nn.Module):
     def forward(
         self, x: torch.Tensor, mask: AttentionMask, backend: str | None = None
     ) -> torch.Tensor:
-        x = self.attention_layer_norm(x + self.dropout(self.attention(x, mask, backend)))
-        return self.feedforward_layer_norm(x + self.dropout(self.feedforward(x)))
+        if self.training and self.dropout.p > 0.0:
+            x = self.attention_layer_norm(x + self.dropout(self.attention(x, mask, backend)))
+            return self.feedforward_layer_norm(x + self.dropout(self.feedforward(x)))
+        # No dropout: let the output projections add the residual in their epilogue.
+        x = self.attention_layer_norm(self.attention(x, mask, backend, residual=x))
+        return self.feedforward_layer_norm(self.feedforward(x, residual=x))

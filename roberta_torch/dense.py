@@ -1,0 +1,70 @@
+"""Dense layers with their epilogue (bias, GELU, residual add) fused on CPU at inference.
+
+On CPU, `F.linear` + `F.gelu` + `+ residual` is three passes over the activations, and
+torch's addmm first broadcasts the bias into the output (another pass). oneDNN, which torch
+ships and Inductor uses for the same purpose, runs bias, GELU or the residual add inside the
+matrix product. Its ops have no autograd formula, so they run only where no gradient is
+needed; training and every other device take the plain path. Both paths compute the same
+function (float32 differences are at rounding level; see tests/test_dense.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .inputs import _is_compiling
+
+# Escape hatch for debugging and for the benchmarks' A/B runs.
+ONEDNN_ENV_VAR = "ROBERTA_TORCH_ONEDNN"
+_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _onednn_ops_available() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_ONEDNN_AVAILABLE = _onednn_ops_available()
+
+
+def uses_fused_cpu_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """True when this call can take oneDNN's fused kernels."""
+    return (
+        _ONEDNN_AVAILABLE
+        and x.device.type == "cpu"
+        and x.dtype in _FUSED_DTYPES
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and not _is_compiling()  # Inductor fuses on its own
+        and os.environ.get(ONEDNN_ENV_VAR, "1") != "0"
+    )
+
+
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    activation: str | None = None,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """activation(x @ weight.T + bias) [+ residual].
+
+    x: (..., in); weight: (out, in); bias: (out,); residual: (..., out) or None;
+    activation: None or "gelu" (exact, erf). Not both activation and residual.
+    """
+    if uses_fused_cpu_path(x, weight):
+        if residual is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
+        if activation == "gelu":
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "none")
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    y = F.linear(x, weight, bias)
+    if activation == "gelu":
+        y = F.gelu(y)
+    if residual is not None:
+        y = y + residual
+    return y
