@@ -63,8 +63,15 @@ class Backbone(nn.Module):
     @classmethod
     def from_preset(cls, preset: str, load_weights: bool = True, **kwargs) -> "Backbone":
         """Build the backbone a preset describes: a builtin name, `kaggle://...`,
-        `hf://...` or a local directory (Keras or transformers format). `kwargs` override
-        the stored config (e.g. dtype, dropout)."""
+        `hf://...` or a local directory (Keras preset, transformers checkpoint, or our
+        safetensors export).
+
+        `kwargs` override the stored config (dtype, dropout, padding_free, device, ...).
+        Keras presets load in float32 unless `dtype=` is given, as in keras_hub.
+        `allow_pickle=True` opts in to transformers' pickled `pytorch_model.bin` (read with
+        `torch.load(weights_only=True)`). The model comes back in eval mode, like
+        transformers' `from_pretrained`; call `.train()` to fine-tune.
+        """
         from .presets.loading import backbone_from_preset
 
         return backbone_from_preset(cls, preset, load_weights=load_weights, **kwargs)

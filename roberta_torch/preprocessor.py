@@ -1,0 +1,208 @@
+"""Text (or text pairs) -> the backbone's `{"token_ids", "padding_mask"}` torch tensors.
+
+Packs like keras_hub's `RobertaTextClassifierPreprocessor` / `MultiSegmentPacker`:
+
+    one segment:   <s> a </s>
+    two segments:  <s> a </s></s> b </s>
+    n segments:    <s> a </s></s> b </s></s> ... z </s>
+
+Segments are truncated together to fit `sequence_length` ("round_robin": one token at
+a time from each segment in turn, so the longer one is cut first; or "waterfall": the
+last segments are cut first), then rows are right-padded with the pad id. By default a
+batch is padded only to its longest row (less compute for short text); with
+`pad_to_sequence_length=True` every row has `sequence_length` ids, as in keras_hub.
+The ids of every row equal keras_hub's (its rows cut to the batch width).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from .tokenizers.base import Tokenizer, canonicalize_texts
+from .tokenizers.roberta_tokenizer import RobertaTokenizer
+from .tokenizers.xlm_roberta_tokenizer import XLMRobertaTokenizer
+
+TRUNCATE_CHOICES = ("round_robin", "waterfall")
+DEFAULT_SEQUENCE_LENGTH = 512  # keras_hub's default
+
+
+def truncate_round_robin(lengths: list[int], budget: int) -> list[int]:
+    """Kept lengths: take tokens from the segments in turn (first tokens first) until `budget`.
+
+    Equals tensorflow_text's RoundRobinTrimmer (keras_hub's "round_robin").
+    """
+    kept = [0] * len(lengths)
+    budget = max(budget, 0)
+    while budget > 0:
+        progressed = False
+        for index, length in enumerate(lengths):
+            if budget > 0 and kept[index] < length:
+                kept[index] += 1
+                budget -= 1
+                progressed = True
+        if not progressed:
+            break
+    return kept
+
+
+def truncate_waterfall(lengths: list[int], budget: int) -> list[int]:
+    """Kept lengths: fill the segments in order; later segments are cut first."""
+    kept = []
+    budget = max(budget, 0)
+    for length in lengths:
+        take = min(length, budget)
+        kept.append(take)
+        budget -= take
+    return kept
+
+
+_TRUNCATORS = {"round_robin": truncate_round_robin, "waterfall": truncate_waterfall}
+
+
+class Preprocessor:
+    """Tokenize, pack with `<s>` / `</s></s>` / `</s>`, truncate, pad, batch to torch.
+
+    Args:
+        tokenizer: a `RobertaTokenizer` or `XLMRobertaTokenizer` (its own
+            `sequence_length`, if any, is not used: packing truncates).
+        sequence_length: the most ids in a row, special tokens included.
+        truncate: "round_robin" (default, as keras_hub) or "waterfall".
+        pad_to_sequence_length: pad every row to `sequence_length` instead of to the
+            batch's longest row.
+
+    Call with
+        `pre("text")` or `pre(["a", "b"])`                  single segments;
+        `pre(("first", "second"))`, `pre(firsts, seconds)`  pairs (a tuple = segments, as
+                                                            in keras_hub; a list = a batch);
+        `pre([("a1", "b1"), ("a2", "b2")])`                 a batch of pairs.
+    Returns `{"token_ids": (B, T) int64, "padding_mask": (B, T) bool}` with B = 1 for a
+    single text. `padding_mask` is True on the packed tokens (keras_hub computes it as
+    `token_ids != pad_id`; the two differ only for text that spells out "<pad>").
+    """
+
+    tokenizer_cls: type[Tokenizer] = Tokenizer
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        sequence_length: int = DEFAULT_SEQUENCE_LENGTH,
+        truncate: str = "round_robin",
+        pad_to_sequence_length: bool = False,
+    ):
+        if not isinstance(tokenizer, Tokenizer):
+            raise TypeError(
+                "`tokenizer` must be a roberta_torch RobertaTokenizer or XLMRobertaTokenizer; got "
+                f"{type(tokenizer).__name__}. Build one with Tokenizer.from_preset(preset)."
+            )
+        if not isinstance(sequence_length, numbers.Integral) or isinstance(sequence_length, bool) or sequence_length < 2:
+            raise ValueError(
+                f"`sequence_length` must be an int >= 2 (room for <s> and </s>); got {sequence_length!r}."
+            )
+        if truncate not in TRUNCATE_CHOICES:
+            raise ValueError(f"`truncate` must be one of {TRUNCATE_CHOICES}; got {truncate!r}.")
+        if not isinstance(pad_to_sequence_length, bool):
+            raise TypeError(f"`pad_to_sequence_length` must be a bool; got {pad_to_sequence_length!r}.")
+        self.tokenizer = tokenizer
+        self.sequence_length = int(sequence_length)
+        self.truncate = truncate
+        self.pad_to_sequence_length = pad_to_sequence_length
+
+    @classmethod
+    def from_preset(cls, preset, sequence_length: int | None = None, **kwargs) -> "Preprocessor":
+        """Tokenizer of `preset` + packing; `sequence_length` defaults to the preset's.
+
+        The default is the `sequence_length` in the preset's preprocessor.json when there
+        is one, else min(512, the backbone's max_sequence_length), so that packed rows
+        always fit the backbone.
+        """
+        from .tokenizers.loading import read_json, config_max_sequence_length, resolve_directory
+
+        directory = resolve_directory(preset)
+        tokenizer = cls.tokenizer_cls.from_preset(str(directory))
+        if sequence_length is None:
+            saved = (read_json(directory / "preprocessor.json") or {}).get("config", {})
+            sequence_length = saved.get("sequence_length") if isinstance(saved, dict) else None
+        if sequence_length is None:
+            max_length = config_max_sequence_length(directory)
+            sequence_length = min(DEFAULT_SEQUENCE_LENGTH, max_length or DEFAULT_SEQUENCE_LENGTH)
+        return cls(tokenizer, sequence_length=sequence_length, **kwargs)
+
+    # -- call -------------------------------------------------------------------------------
+
+    def __call__(self, x, text_pair=None) -> dict[str, torch.Tensor]:
+        segments = self._segments(x, text_pair)  # [segment][row] -> list of ids
+        rows = [self._pack([segment[b] for segment in segments]) for b in range(len(segments[0]))]
+        width = self.sequence_length if self.pad_to_sequence_length else max(len(r) for r in rows)
+        token_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        padding_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+        for b, row in enumerate(rows):
+            token_ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
+            padding_mask[b, : len(row)] = True
+        return {"token_ids": token_ids, "padding_mask": padding_mask}
+
+    def _segments(self, x, text_pair) -> list[list[list[int]]]:
+        if text_pair is not None:
+            if isinstance(x, tuple):
+                raise TypeError("Pass segments either as a tuple `x` or as `x, text_pair`, not both.")
+            raw_segments, names = (x, text_pair), ("x", "text_pair")
+        else:
+            if isinstance(x, list) and x and all(isinstance(item, tuple) for item in x):
+                # A batch of pairs [(a, b), ...] -> segments ([a, ...], [b, ...]).
+                widths = {len(item) for item in x}
+                if len(widths) != 1:
+                    raise ValueError(
+                        f"Every tuple in `x` must hold the same number of segments; got {sorted(widths)}."
+                    )
+                x = tuple(list(column) for column in zip(*x))
+            raw_segments = x if isinstance(x, tuple) else (x,)
+            names = ("x",) if len(raw_segments) == 1 else tuple(f"x[{i}]" for i in range(len(raw_segments)))
+        if not raw_segments:
+            raise ValueError("`x` is an empty tuple; pass at least one segment of text.")
+        texts, batched = zip(*(canonicalize_texts(s, name) for s, name in zip(raw_segments, names)))
+        if len(set(batched)) != 1 or len({len(t) for t in texts}) != 1:
+            shapes = ", ".join(
+                f"{name}: {len(t)} texts" if b else f"{name}: one str" for name, t, b in zip(names, texts, batched)
+            )
+            raise ValueError(
+                f"All segments must be single str, or lists of the same length; got {shapes}. "
+                "Pair each text with exactly one other text."
+            )
+        if not texts[0]:
+            raise ValueError("`x` is an empty batch; pass at least one text.")
+        return [self.tokenizer.encode_batch(list(segment_texts)) for segment_texts in texts]
+
+    def _pack(self, segments: list[list[int]]) -> list[int]:
+        start, end = self.tokenizer.start_token_id, self.tokenizer.end_token_id
+        num_special = 2 + 2 * (len(segments) - 1)  # <s>, </s> and </s></s> between segments
+        budget = self.sequence_length - num_special
+        if budget < 0:
+            raise ValueError(
+                f"`sequence_length`={self.sequence_length} cannot hold the {num_special} special "
+                f"tokens of {len(segments)} segments; use a sequence_length >= {num_special}."
+            )
+        kept = _TRUNCATORS[self.truncate]([len(s) for s in segments], budget)
+        row = [start]
+        for index, (segment, length) in enumerate(zip(segments, kept)):
+            row.extend(segment[:length])
+            row.extend([end] if index == len(segments) - 1 else [end, end])
+        return row
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(tokenizer={self.tokenizer!r}, sequence_length={self.sequence_length}, "
+            f"truncate={self.truncate!r}, pad_to_sequence_length={self.pad_to_sequence_length})"
+        )
+
+
+class RobertaPreprocessor(Preprocessor):
+    """`Preprocessor` whose `from_preset` requires a RoBERTa (byte-level BPE) preset."""
+
+    tokenizer_cls = RobertaTokenizer
+
+
+class XLMRobertaPreprocessor(Preprocessor):
+    """`Preprocessor` whose `from_preset` requires an XLM-RoBERTa (sentencepiece) preset."""
+
+    tokenizer_cls = XLMRobertaTokenizer

@@ -1,0 +1,357 @@
+"""Keras preset directories: config.json + metadata.json + model.weights.h5 (or the sharded
+model.weights.json + model_NNNNN.weights.h5), read and written exactly as keras-hub 0.32 /
+Keras 3 `saving_lib` do.
+
+The weights file is a tree of groups named after each layer's snake_cased class,
+de-duplicated in creation order (`transformer_encoder`, `transformer_encoder_1`, ...).
+Every layer, weightless or not, has a `vars` group carrying its Keras layer name in a
+`name` attribute; variables are datasets `vars/0`, `vars/1` in creation order. Keras loads
+by path, so this module maps by path too (a shard's first `vars` group carries no name).
+
+HDF5 is read defensively: soft and external links, external storage and virtual datasets
+are refused, and every dataset's shape is checked before its data is read.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import pathlib
+from collections.abc import Mapping
+
+import torch
+
+from .mapping import COPY, TRANSPOSE, Row, SourceTensor, Transform, check_shard_name
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+METADATA_FILE = "metadata.json"
+WEIGHTS_FILE = "model.weights.h5"
+SHARDED_WEIGHTS_INDEX = "model.weights.json"
+# The Keras versions whose file layout this module writes (metadata.json records them).
+KERAS_VERSION = "3.15.1"
+KERAS_HUB_VERSION = "0.32.0"
+KERAS_TASKS = {
+    "RobertaBackbone": ["MaskedLM", "TextClassifier"],
+    "XLMRobertaBackbone": ["MaskedLM", "TextClassifier", "TextEmbedder"],
+}
+_MAX_TREE_DEPTH = 16
+
+
+def _heads_in_kernel_to_model(kernel, dims):  # (H, N, D) -> (N*D, H)
+    return kernel.reshape(kernel.shape[0], -1).t()
+
+
+def _heads_in_kernel_to_source(weight, dims):  # (N*D, H) -> (H, N, D)
+    return weight.t().reshape(weight.shape[1], dims["num_heads"], -1)
+
+
+def _heads_out_kernel_to_model(kernel, dims):  # (N, D, H) -> (H, N*D)
+    return kernel.reshape(-1, kernel.shape[-1]).t()
+
+
+def _heads_out_kernel_to_source(weight, dims):  # (H, N*D) -> (N, D, H)
+    return weight.t().reshape(dims["num_heads"], -1, weight.shape[0])
+
+
+def _split_heads(size, dims):
+    return (dims["num_heads"], size // dims["num_heads"])
+
+
+# Query/key/value kernels (H, N, D) and biases (N, D) fill row blocks of the fused QKV.
+HEADS_IN_KERNEL = Transform(
+    "heads_in_kernel",
+    _heads_in_kernel_to_model,
+    _heads_in_kernel_to_source,
+    lambda s, d: (s[1], *_split_heads(s[0], d)),
+)
+HEADS_BIAS = Transform(
+    "heads_bias",
+    lambda t, d: t.reshape(-1),
+    lambda t, d: t.reshape(d["num_heads"], -1),
+    lambda s, d: _split_heads(s[0], d),
+)
+# The attention output kernel (N, D, H).
+HEADS_OUT_KERNEL = Transform(
+    "heads_out_kernel",
+    _heads_out_kernel_to_model,
+    _heads_out_kernel_to_source,
+    lambda s, d: (*_split_heads(s[1], d), s[0]),
+)
+
+# (dataset path, model key, transform, part of 3 for the fused QKV or None)
+_EMBEDDING_TABLE = (
+    ("layers/token_and_position_embedding/token_embedding/vars/0", "token_embedding.weight", COPY, None),
+    (
+        "layers/token_and_position_embedding/position_embedding/vars/0",
+        "position_embedding.weight",
+        COPY,
+        None,
+    ),
+    ("layers/layer_normalization/vars/0", "embeddings_layer_norm.weight", COPY, None),
+    ("layers/layer_normalization/vars/1", "embeddings_layer_norm.bias", COPY, None),
+)
+# Relative to layers/<encoder group>/ and layers.{i}.
+_ENCODER_TABLE = (
+    ("_self_attention_layer/query_dense/vars/0", "attention.qkv.weight", HEADS_IN_KERNEL, 0),
+    ("_self_attention_layer/query_dense/vars/1", "attention.qkv.bias", HEADS_BIAS, 0),
+    ("_self_attention_layer/key_dense/vars/0", "attention.qkv.weight", HEADS_IN_KERNEL, 1),
+    ("_self_attention_layer/key_dense/vars/1", "attention.qkv.bias", HEADS_BIAS, 1),
+    ("_self_attention_layer/value_dense/vars/0", "attention.qkv.weight", HEADS_IN_KERNEL, 2),
+    ("_self_attention_layer/value_dense/vars/1", "attention.qkv.bias", HEADS_BIAS, 2),
+    ("_self_attention_layer/output_dense/vars/0", "attention.output.weight", HEADS_OUT_KERNEL, None),
+    ("_self_attention_layer/output_dense/vars/1", "attention.output.bias", COPY, None),
+    ("_self_attention_layer_norm/vars/0", "attention_layer_norm.weight", COPY, None),
+    ("_self_attention_layer_norm/vars/1", "attention_layer_norm.bias", COPY, None),
+    ("_feedforward_intermediate_dense/vars/0", "feedforward.intermediate.weight", TRANSPOSE, None),
+    ("_feedforward_intermediate_dense/vars/1", "feedforward.intermediate.bias", COPY, None),
+    ("_feedforward_output_dense/vars/0", "feedforward.output.weight", TRANSPOSE, None),
+    ("_feedforward_output_dense/vars/1", "feedforward.output.bias", COPY, None),
+    ("_feedforward_layer_norm/vars/0", "feedforward_layer_norm.weight", COPY, None),
+    ("_feedforward_layer_norm/vars/1", "feedforward_layer_norm.bias", COPY, None),
+)
+
+# Every group of the tree (weightless ones included) with its Keras layer name, as
+# keras_hub's RobertaBackbone creates them in a fresh session.
+_BACKBONE_GROUPS = (
+    ("layers/input_layer", "token_ids"),
+    ("layers/input_layer_1", "padding_mask"),
+    ("layers/token_and_position_embedding", "embeddings"),
+    ("layers/token_and_position_embedding/token_embedding", "token_embedding"),
+    ("layers/token_and_position_embedding/position_embedding", "position_embedding"),
+    ("layers/layer_normalization", "embeddings_layer_norm"),
+    ("layers/dropout", "embeddings_dropout"),
+)
+# Relative to layers/<encoder group>; `{suffix}` is Keras's auto-name counter ("", "_1", ...).
+_ENCODER_GROUPS = (
+    ("", "transformer_layer_{i}"),
+    ("_self_attention_layer", "self_attention_layer"),
+    ("_self_attention_layer/query_dense", "query"),
+    ("_self_attention_layer/key_dense", "key"),
+    ("_self_attention_layer/value_dense", "value"),
+    ("_self_attention_layer/_softmax", "softmax{suffix}"),
+    ("_self_attention_layer/_dropout_layer", "dropout{suffix}"),
+    ("_self_attention_layer/output_dense", "attention_output"),
+    ("_self_attention_layer_norm", "self_attention_layer_norm"),
+    ("_self_attention_dropout", "self_attention_dropout"),
+    ("_feedforward_intermediate_dense", "feedforward_intermediate_dense"),
+    ("_feedforward_output_dense", "feedforward_output_dense"),
+    ("_feedforward_layer_norm", "feedforward_layer_norm"),
+    ("_feedforward_dropout", "feedforward_dropout"),
+)
+
+
+def encoder_group(index: int) -> str:
+    """Keras's de-duplicated group name of the index-th TransformerEncoder."""
+    return "transformer_encoder" if index == 0 else f"transformer_encoder_{index}"
+
+
+def conversion_rows(num_layers: int) -> list[Row]:
+    """The Keras <-> model table for a backbone with `num_layers` layers."""
+    rows = [Row(path, key, transform) for path, key, transform, _ in _EMBEDDING_TABLE]
+    for i in range(num_layers):
+        for path, key, transform, part in _ENCODER_TABLE:
+            rows.append(
+                Row(
+                    f"layers/{encoder_group(i)}/{path}",
+                    f"layers.{i}.{key}",
+                    transform,
+                    part=part or 0,
+                    parts=1 if part is None else 3,
+                )
+            )
+    return rows
+
+
+def tree_groups(num_layers: int, model_name: str) -> list[tuple[str, str]]:
+    """(group path, Keras layer name) of every `vars` group the file holds."""
+    groups = [("", model_name), *_BACKBONE_GROUPS]
+    for i in range(num_layers):
+        suffix = "" if i == 0 else f"_{i}"
+        for path, name in _ENCODER_GROUPS:
+            full = f"layers/{encoder_group(i)}" + (f"/{path}" if path else "")
+            groups.append((full, name.format(i=i, suffix=suffix)))
+    return groups
+
+
+# -- config -----------------------------------------------------------------------------------
+
+
+def keras_config(model) -> dict:
+    """The config.json Keras writes for `model`."""
+    config = model.get_config()
+    policy = config.pop("dtype")
+    from ..dtype_policy import get_dtype_policy
+
+    trainable = any(p.requires_grad for p in model.parameters())
+    return {
+        "module": model.keras_module,
+        "class_name": model.keras_class_name,
+        "config": {
+            "name": getattr(model, "name", model.keras_config_name),
+            "trainable": trainable,
+            "dtype": get_dtype_policy(policy).to_keras_config(),
+            **config,
+        },
+        "registered_name": f"keras_hub>{model.keras_class_name}",
+    }
+
+
+def keras_metadata(model) -> dict:
+    return {
+        "keras_version": KERAS_VERSION,
+        "keras_hub_version": KERAS_HUB_VERSION,
+        "parameter_count": sum(p.numel() for p in model.parameters()),
+        "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
+        "tasks": KERAS_TASKS.get(model.keras_class_name, []),
+    }
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def _import_h5py():
+    try:
+        import h5py
+    except ImportError as error:
+        raise ImportError(
+            "Reading or writing Keras presets needs the `h5py` package: pip install h5py"
+        ) from error
+    return h5py
+
+
+def weight_files(directory: pathlib.Path) -> list[pathlib.Path]:
+    """The .h5 files holding a preset's weights: model.weights.h5, or the shards that
+    model.weights.json names. FileNotFoundError names the missing file and the directory."""
+    single = directory / WEIGHTS_FILE
+    if single.is_file():
+        return [single]
+    index = directory / SHARDED_WEIGHTS_INDEX
+    if not index.is_file():
+        raise FileNotFoundError(
+            f"No Keras weights in preset directory {str(directory)!r}: neither {WEIGHTS_FILE} "
+            f"nor {SHARDED_WEIGHTS_INDEX} exists."
+        )
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = set()
+        for value in weight_map.values():
+            names.update(value if isinstance(value, list) else [value])
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{index} is not a Keras sharded-weights index ({error}).") from error
+    files = []
+    for name in sorted(names):
+        path = directory / check_shard_name(name, str(index))
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Shard {name} named by {SHARDED_WEIGHTS_INDEX} is missing from preset directory {str(directory)!r}."
+            )
+        files.append(path)
+    return files
+
+
+def _dataset_dtype(dataset) -> str:
+    if dataset.attrs.get("dtype") == "bfloat16" and dataset.dtype.itemsize == 2:
+        return "bfloat16"
+    return dataset.dtype.name if dataset.dtype.kind == "f" else f"{dataset.dtype} (not a float)"
+
+
+def _dataset_loader(path: pathlib.Path, name: str, dtype: str):
+    def load() -> torch.Tensor:
+        h5py = _import_h5py()
+        import numpy as np
+
+        try:
+            with h5py.File(path, "r") as f:
+                array = f[name][()]
+        except (OSError, RuntimeError, KeyError) as error:
+            raise ValueError(
+                f"Cannot read {name} from {path}: the file is corrupt or truncated ({error})."
+            ) from error
+        if dtype == "bfloat16":
+            return torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+    return load
+
+
+def _walk(group, prefix: str, path: pathlib.Path, depth: int, out: dict) -> None:
+    h5py = _import_h5py()
+    if depth > _MAX_TREE_DEPTH:
+        raise ValueError(
+            f"Refusing {path}: groups nested deeper than {_MAX_TREE_DEPTH} levels at {prefix!r}."
+        )
+    for key in group:
+        name = f"{prefix}/{key}" if prefix else key
+        link = group.get(key, getlink=True)
+        if isinstance(link, (h5py.SoftLink, h5py.ExternalLink)):
+            raise ValueError(f"Refusing unsafe HDF5 file {path}: {type(link).__name__} at {name!r}.")
+        item = group[key]
+        if isinstance(item, h5py.Group):
+            _walk(item, name, path, depth + 1, out)
+        elif isinstance(item, h5py.Dataset):
+            if item.is_virtual:
+                raise ValueError(f"Refusing unsafe HDF5 file {path}: virtual dataset at {name!r}.")
+            if item.external:
+                raise ValueError(
+                    f"Refusing unsafe HDF5 file {path}: dataset {name!r} stores its data in external files."
+                )
+            if name in out:
+                raise ValueError(f"Dataset {name!r} appears in both {out[name].file} and {path.name}.")
+            dtype = _dataset_dtype(item)
+            out[name] = SourceTensor(tuple(item.shape), dtype, path.name, _dataset_loader(path, name, dtype))
+        else:
+            raise ValueError(
+                f"Refusing HDF5 file {path}: unexpected object {type(item).__name__} at {name!r}."
+            )
+
+
+def read_source_tensors(files: list[pathlib.Path]) -> dict[str, SourceTensor]:
+    """Every dataset of the weight file(s): path -> SourceTensor (data not read yet)."""
+    h5py = _import_h5py()
+    out: dict[str, SourceTensor] = {}
+    for path in files:
+        try:
+            with h5py.File(path, "r") as f:
+                _walk(f, "", path, 0, out)
+        except OSError as error:
+            raise ValueError(
+                f"Cannot read Keras weights file {path}: not a valid HDF5 file, corrupt or truncated ({error})."
+            ) from error
+    return out
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+def _to_numpy(tensor: torch.Tensor):
+    """(array, is_bfloat16): bfloat16 goes to HDF5 as 2-byte opaque data, like Keras does."""
+    tensor = tensor.detach().cpu().contiguous()
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view("V2"), True
+    return tensor.numpy(), False
+
+
+def write_weights(
+    path: pathlib.Path, source_tensors: Mapping[str, torch.Tensor], groups: list[tuple[str, str]]
+) -> None:
+    """Write the full Keras tree: every `vars` group with its `name`, then the datasets."""
+    h5py = _import_h5py()
+    with h5py.File(path, "w") as f:
+        for group_path, layer_name in groups:
+            vars_group = f.require_group(f"{group_path}/vars" if group_path else "vars")
+            vars_group.attrs["name"] = layer_name
+        for name, tensor in source_tensors.items():
+            array, is_bfloat16 = _to_numpy(tensor)
+            dataset = f.create_dataset(name, data=array)
+            if is_bfloat16:
+                dataset.attrs["dtype"] = "bfloat16"
+
+
+def write_json(path: pathlib.Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=4), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,177 @@
+"""Builtin presets as plain data, and the few queries over them.
+
+Each row names the keras_hub backbone class, the versioned Kaggle handle keras-hub 0.32
+loads it from, the exact parameter count keras-hub publishes, and the architecture, so
+`from_preset(name, load_weights=False)` builds offline.
+
+The three XLM-R-architecture embedding presets (bge_m3, multilingual_e5_*) are listed in
+keras-hub with a parameter count only; their configs below are the unique ones that match
+it: multilingual-e5-base/-large are fine-tuned xlm-roberta-base/-large (same vocabulary and
+512 positions, hence the same counts 277,450,752 / 558,837,760), and bge-m3 is
+xlm-roberta-large with 8,192 positions (558,837,760 + (8192 - 512) * 1024 = 566,702,080).
+keras-hub converts all of them with the default dropout 0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+# The directory (inside this package) of presets that ship with roberta_torch.
+PACKAGE_HANDLE_PREFIX = "package://"
+
+_ROBERTA_DESCRIPTION = (
+    "{layers}-layer RoBERTa model where case is maintained. Trained on English Wikipedia, "
+    "BooksCorpus, CommonCrawl, and OpenWebText."
+)
+_XLM_ROBERTA_DESCRIPTION = (
+    "{layers}-layer XLM-RoBERTa model where case is maintained. Trained on CommonCrawl in " "100 languages."
+)
+
+
+def _config(vocabulary_size, num_layers, num_heads, hidden_dim, intermediate_dim, max_sequence_length):
+    return {
+        "vocabulary_size": vocabulary_size,
+        "num_layers": num_layers,
+        "num_heads": num_heads,
+        "hidden_dim": hidden_dim,
+        "intermediate_dim": intermediate_dim,
+        "dropout": 0.1,
+        "max_sequence_length": max_sequence_length,
+    }
+
+
+_ROBERTA_BASE = _config(50265, 12, 12, 768, 3072, 512)
+_ROBERTA_LARGE = _config(50265, 24, 16, 1024, 4096, 512)
+_XLM_ROBERTA_BASE = _config(250002, 12, 12, 768, 3072, 512)
+_XLM_ROBERTA_LARGE = _config(250002, 24, 16, 1024, 4096, 512)
+
+BUILTIN_PRESETS: dict[str, dict] = {
+    "roberta_base_en": {
+        "class_name": "RobertaBackbone",
+        "handle": "kaggle://keras/roberta/keras/roberta_base_en/3",
+        "params": 124_052_736,
+        "description": _ROBERTA_DESCRIPTION.format(layers=12),
+        "config": _ROBERTA_BASE,
+    },
+    "roberta_large_en": {
+        "class_name": "RobertaBackbone",
+        "handle": "kaggle://keras/roberta/keras/roberta_large_en/3",
+        "params": 354_307_072,
+        "description": _ROBERTA_DESCRIPTION.format(layers=24),
+        "config": _ROBERTA_LARGE,
+    },
+    "xlm_roberta_base_multi": {
+        "class_name": "XLMRobertaBackbone",
+        "handle": "kaggle://keras/xlm_roberta/keras/xlm_roberta_base_multi/3",
+        "params": 277_450_752,
+        "description": _XLM_ROBERTA_DESCRIPTION.format(layers=12),
+        "config": _XLM_ROBERTA_BASE,
+    },
+    "xlm_roberta_large_multi": {
+        "class_name": "XLMRobertaBackbone",
+        "handle": "kaggle://keras/xlm_roberta/keras/xlm_roberta_large_multi/3",
+        "params": 558_837_760,
+        "description": _XLM_ROBERTA_DESCRIPTION.format(layers=24),
+        "config": _XLM_ROBERTA_LARGE,
+    },
+    "bge_m3": {
+        "class_name": "XLMRobertaBackbone",
+        "handle": "kaggle://keras/bge/keras/bge_m3/1",
+        "params": 566_702_080,
+        "description": (
+            "568M-parameter multilingual text embedding model (BAAI) supporting 100+ "
+            "languages with sequences up to 8192 tokens."
+        ),
+        "config": {**_XLM_ROBERTA_LARGE, "max_sequence_length": 8192},
+    },
+    "multilingual_e5_base": {
+        "class_name": "XLMRobertaBackbone",
+        "handle": "kaggle://keras/multilingual-e5/keras/multilingual_e5_base/1",
+        "params": 277_450_752,
+        "description": (
+            "12-layer multilingual E5 embedding model with 768-dimensional vectors, "
+            "fine-tuned for dense retrieval across 100+ languages."
+        ),
+        "config": _XLM_ROBERTA_BASE,
+    },
+    "multilingual_e5_large": {
+        "class_name": "XLMRobertaBackbone",
+        "handle": "kaggle://keras/multilingual-e5/keras/multilingual_e5_large/1",
+        "params": 558_837_760,
+        "description": (
+            "24-layer multilingual E5 embedding model with 1024-dimensional vectors, "
+            "fine-tuned for dense retrieval across 100+ languages."
+        ),
+        "config": _XLM_ROBERTA_LARGE,
+    },
+    # Shipped inside the package; its config and parameter count are read from its files.
+    "roberta_tiny_random": {
+        "class_name": "RobertaBackbone",
+        "handle": PACKAGE_HANDLE_PREFIX + "assets/presets/roberta_tiny_random",
+        "params": None,
+        "description": "A tiny RoBERTa with random weights and a small BPE vocabulary, for tests.",
+        "config": None,
+    },
+}
+
+
+def builtin_preset_names() -> tuple[str, ...]:
+    return tuple(BUILTIN_PRESETS)
+
+
+def package_preset_dir(handle: str) -> pathlib.Path:
+    """The directory a `package://...` handle names inside the installed roberta_torch."""
+    package = pathlib.Path(__file__).resolve().parent.parent
+    directory = (package / handle[len(PACKAGE_HANDLE_PREFIX) :]).resolve()
+    if package not in directory.parents:
+        raise ValueError(f"Package handle {handle!r} points outside the roberta_torch package.")
+    return directory
+
+
+def count_parameters(config: dict) -> int:
+    """Parameter count of a RobertaBackbone config (keras-hub's `count_params()`)."""
+    v, h, i = config["vocabulary_size"], config["hidden_dim"], config["intermediate_dim"]
+    embeddings = v * h + config["max_sequence_length"] * h + 2 * h
+    attention = 4 * (h * h + h) + 2 * h  # q, k, v, output dense + LayerNorm
+    feedforward = (h * i + i) + (i * h + h) + 2 * h  # two dense + LayerNorm
+    return embeddings + config["num_layers"] * (attention + feedforward)
+
+
+def preset_metadata(name: str) -> dict:
+    """Metadata of one builtin: description, params, handle, class_name, config.
+
+    The shipped package preset reads its config from its own config.json; its `config` and
+    `params` are None when the package was installed without it.
+    """
+    if name not in BUILTIN_PRESETS:
+        raise KeyError(name)
+    row = dict(BUILTIN_PRESETS[name])
+    row["config"] = dict(row["config"]) if row["config"] is not None else None
+    if row["handle"].startswith(PACKAGE_HANDLE_PREFIX):
+        config_path = package_preset_dir(row["handle"]) / "config.json"
+        if config_path.is_file():
+            stored = json.loads(config_path.read_text(encoding="utf-8"))
+            arch = {k: stored["config"][k] for k in _ROBERTA_BASE if k in stored["config"]}
+            row["config"] = arch
+            row["class_name"] = stored.get("class_name", row["class_name"])
+            row["params"] = count_parameters(arch)
+    return row
+
+
+def _backbone_classes() -> dict:
+    from ..backbone import BACKBONE_CLASSES
+
+    return BACKBONE_CLASSES
+
+
+def presets_for_class(cls) -> dict[str, dict]:
+    """name -> metadata of the builtins `cls.from_preset` accepts: presets of `cls` and of
+    its subclasses (RobertaBackbone lists XLM-R presets too, as keras_hub does)."""
+    classes = _backbone_classes()
+    presets = {}
+    for name, row in BUILTIN_PRESETS.items():
+        preset_cls = classes.get(row["class_name"])
+        if preset_cls is not None and issubclass(preset_cls, cls):
+            presets[name] = preset_metadata(name)
+    return presets

@@ -1,0 +1,210 @@
+"""XLM-RoBERTa's sentencepiece tokenizer with fairseq's id layout.
+
+A sentencepiece model numbers its pieces `<unk>`=0, `<s>`=1, `</s>`=2, then the rest.
+fairseq (and so every XLM-R checkpoint, keras_hub and transformers) uses instead
+
+    <s>=0, <pad>=1, </s>=2, <unk>=3, piece k (k >= 3) = k + 1, <mask> = last id,
+
+so the vocabulary has `sentencepiece size + 2` ids. This module applies that mapping
+exactly as keras_hub's `XLMRobertaTokenizer` does, including its detokenization
+(`<mask>` dropped, `<s>`/`</s>` decode to nothing, `<pad>`/`<unk>` decode to
+sentencepiece's unknown mark " ⁇ ").
+
+Two backends: the `sentencepiece` library on a model file (vocabulary.spm,
+sentencepiece.bpe.model: the reference, equal to keras_hub on every fixture string), or,
+for a transformers repository that ships only `tokenizer.json`, the `tokenizers` library
+on that file (equal to transformers; to keras_hub except on text spelling "<s>", "<mask>"...).
+"""
+
+from __future__ import annotations
+
+import os
+
+from .base import Tokenizer
+
+FAIRSEQ_PREFIX = ("<s>", "<pad>", "</s>", "<unk>")
+MASK_TOKEN = "<mask>"
+# What sentencepiece's Decode writes for an unknown piece.
+UNKNOWN_SURFACE = " \u2047 "
+
+
+def import_sentencepiece():
+    try:
+        import sentencepiece
+    except ImportError as error:
+        raise ImportError(
+            "XLMRobertaTokenizer needs the `sentencepiece` package: pip install sentencepiece"
+        ) from error
+    return sentencepiece
+
+
+def read_proto(proto) -> bytes:
+    """A serialized sentencepiece model: bytes, or the path of a .spm / .model file."""
+    if isinstance(proto, (bytes, bytearray)):
+        return bytes(proto)
+    if isinstance(proto, (str, os.PathLike)):
+        with open(proto, "rb") as file:
+            return file.read()
+    raise TypeError(
+        "`proto` must be the bytes of a sentencepiece model or the path of one "
+        f"(vocabulary.spm / sentencepiece.bpe.model); got {type(proto).__name__}."
+    )
+
+
+class _SentencePieceBackend:
+    """fairseq ids over a sentencepiece model (what keras_hub does)."""
+
+    def __init__(self, proto: bytes):
+        sentencepiece = import_sentencepiece()
+        try:
+            self.processor = sentencepiece.SentencePieceProcessor(model_proto=proto)
+        except Exception as error:  # sentencepiece raises RuntimeError / OSError variants
+            raise ValueError(f"`proto` is not a valid sentencepiece model: {error}") from error
+        self.piece_count = int(self.processor.vocab_size())
+        self.spm_unk_id = int(self.processor.unk_id())
+        self.vocabulary_size = self.piece_count + 2
+        self.mask_token_id = self.vocabulary_size - 1
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        rows = self.processor.Encode(texts, add_bos=False, add_eos=False)
+        unk = FAIRSEQ_PREFIX.index("<unk>")
+        return [[unk if i == self.spm_unk_id else i + 1 for i in row] for row in rows]
+
+    def decode(self, rows: list[list[int]]) -> list[str]:
+        return self.processor.Decode([[self._to_spm(i) for i in row if i != self.mask_token_id] for row in rows])
+
+    @staticmethod
+    def _to_spm(token_id: int) -> int:
+        # keras_hub's inverse mapping: <unk>(3) -> 0, </s>(2) -> 2, <s>(0) -> 1, <pad>(1) -> 0,
+        # piece k+1 -> k.
+        return {3: 0, 2: 2, 0: 1}.get(token_id, token_id - 1)
+
+    def piece(self, token_id: int) -> str:
+        return self.processor.IdToPiece(token_id - 1)
+
+    def piece_id(self, token: str) -> int:
+        spm_id = self.processor.PieceToId(token)
+        return FAIRSEQ_PREFIX.index("<unk>") if spm_id == self.spm_unk_id else spm_id + 1
+
+    def vocabulary(self) -> list[str]:
+        pieces = [self.processor.IdToPiece(i) for i in range(self.piece_count)]
+        return list(FAIRSEQ_PREFIX) + pieces[3:] + [MASK_TOKEN]
+
+
+class _TokenizerJsonBackend:
+    """fairseq ids straight from a transformers XLM-R `tokenizer.json` (Unigram model)."""
+
+    def __init__(self, path):
+        from .roberta_tokenizer import import_tokenizers
+
+        tokenizers = import_tokenizers()
+        self.tokenizer = tokenizers.Tokenizer.from_file(os.fspath(path))
+        # The post-processor would add <s> ... </s>; the preprocessor does that.
+        self.tokenizer.post_processor = None
+        self.vocabulary_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        for index, token in enumerate(FAIRSEQ_PREFIX):
+            if self.tokenizer.token_to_id(token) != index:
+                raise ValueError(
+                    f"{os.fspath(path)!r} does not use fairseq's XLM-R ids ({token!r} should be "
+                    f"{index}); it is not an XLM-RoBERTa tokenizer.json."
+                )
+        self.mask_token_id = self.tokenizer.token_to_id(MASK_TOKEN)
+        if self.mask_token_id != self.vocabulary_size - 1:
+            raise ValueError(f"{os.fspath(path)!r} has no '<mask>' as its last id; not an XLM-R tokenizer.json.")
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, rows: list[list[int]]) -> list[str]:
+        # As keras_hub / sentencepiece: <mask>, <s> and </s> vanish; <pad> and <unk> read as
+        # sentencepiece's unknown mark; the pieces go through the file's own decoder.
+        dropped = {0, 2, self.mask_token_id}
+        texts = []
+        for row in rows:
+            pieces = [UNKNOWN_SURFACE if i in (1, 3) else self.tokenizer.id_to_token(i) for i in row if i not in dropped]
+            texts.append(self.tokenizer.decoder.decode(pieces) if self.tokenizer.decoder else "".join(pieces))
+        return texts
+
+    def piece(self, token_id: int) -> str:
+        return self.tokenizer.id_to_token(token_id)
+
+    def piece_id(self, token: str) -> int:
+        token_id = self.tokenizer.token_to_id(token)
+        return FAIRSEQ_PREFIX.index("<unk>") if token_id is None else token_id
+
+    def vocabulary(self) -> list[str]:
+        return [self.tokenizer.id_to_token(i) for i in range(self.vocabulary_size)]
+
+
+class XLMRobertaTokenizer(Tokenizer):
+    """XLM-R sentencepiece: text -> ids like keras_hub's `XLMRobertaTokenizer`.
+
+    Args:
+        proto: the sentencepiece model, as bytes or the path of vocabulary.spm /
+            sentencepiece.bpe.model.
+        sequence_length: if set, outputs are truncated / padded (with `<pad>`=1).
+
+    Ids: `<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3, sentencepiece piece k at k + 1,
+    `<mask>` = `vocabulary_size() - 1`. Unknown tokens map to `<unk>` (no error),
+    as in keras_hub.
+    """
+
+    keras_class_name = "XLMRobertaTokenizer"
+
+    def __init__(self, proto, sequence_length: int | None = None):
+        super().__init__(sequence_length=sequence_length)
+        self._set_backend(_SentencePieceBackend(read_proto(proto)))
+
+    def _set_backend(self, backend) -> None:
+        self._backend = backend
+        self.start_token, self.start_token_id = "<s>", 0
+        self.pad_token, self.pad_token_id = "<pad>", 1
+        self.end_token, self.end_token_id = "</s>", 2
+        self.unk_token, self.unk_token_id = "<unk>", 3
+        self.mask_token, self.mask_token_id = MASK_TOKEN, backend.mask_token_id
+
+    @classmethod
+    def from_hf_tokenizer_file(cls, path, sequence_length: int | None = None) -> "XLMRobertaTokenizer":
+        """Build from a transformers XLM-R `tokenizer.json` when no sentencepiece model exists.
+
+        Ids follow transformers' fast tokenizer, which was converted from the same
+        sentencepiece model and agrees with it except on text spelling special tokens
+        ("<mask>", "<s>", ...: special here, plain text for sentencepiece and keras_hub).
+        Prefer the model file when there is one.
+        """
+        tokenizer = cls.__new__(cls)
+        Tokenizer.__init__(tokenizer, sequence_length=sequence_length)
+        tokenizer._set_backend(_TokenizerJsonBackend(path))
+        return tokenizer
+
+    def vocabulary_size(self) -> int:
+        return self._backend.vocabulary_size
+
+    def get_vocabulary(self) -> list[str]:
+        return self._backend.vocabulary()
+
+    def id_to_token(self, id: int) -> str:
+        id = self._check_id(id)
+        if id == self.mask_token_id:
+            return MASK_TOKEN
+        if id < len(FAIRSEQ_PREFIX):
+            return FAIRSEQ_PREFIX[id]
+        return self._backend.piece(id)
+
+    def token_to_id(self, token: str) -> int:
+        if not isinstance(token, str):
+            raise TypeError(f"`token` must be a str; got {type(token).__name__} ({token!r}).")
+        if token == MASK_TOKEN:
+            return self.mask_token_id
+        if token in FAIRSEQ_PREFIX:
+            return FAIRSEQ_PREFIX.index(token)
+        return self._backend.piece_id(token)
+
+    def _encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self._backend.encode(texts)
+
+    def _decode_batch(self, rows: list[list[int]]) -> list[str]:
+        return self._backend.decode(rows)
+
+    def get_config(self) -> dict:
+        return {"sequence_length": self.sequence_length}

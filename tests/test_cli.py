@@ -1,0 +1,108 @@
+"""The command line: presets / info / convert, through main(argv) and `python -m`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import roberta_torch
+from keras_fixtures import batches, max_relative_error, preset_dir
+from roberta_torch.cli import main
+from roberta_torch.presets import registry
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_presets_table(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split() == ["preset", "class", "parameters", "handle"]
+    for name in registry.builtin_preset_names():
+        assert any(line.startswith(name + " ") for line in lines), name
+    assert "124,052,736" in out and "kaggle://keras/xlm_roberta/keras/xlm_roberta_large_multi/3" in out
+
+
+def test_info_of_a_sharded_keras_preset(capsys):
+    assert main(["info", str(preset_dir("roberta_sharded"))]) == 0
+    out = capsys.readouterr().out
+    assert "format:     keras" in out and "class:      RobertaBackbone" in out
+    assert "parameters: 1,600" in out and "model_00004.weights.h5" in out and "num_layers: 2" in out
+    assert main(["info", "--json", str(preset_dir("xlm_roberta_2layer"))]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["class_name"] == "XLMRobertaBackbone" and report["format"] == "keras"
+    assert (
+        report["parameters"]
+        == roberta_torch.Backbone.from_preset(str(preset_dir("xlm_roberta_2layer"))).num_parameters()
+    )
+    assert set(report["files"]) == {"config.json", "metadata.json", "model.weights.h5"}
+
+
+@pytest.mark.parametrize("to", ["keras", "safetensors"])
+def test_convert_keras_preset(tmp_path, capsys, to):
+    out_dir = tmp_path / "out"
+    assert main(["convert", str(preset_dir("roberta_3layer_oddhead")), str(out_dir), "--to", to]) == 0
+    assert f"as a {to} preset to {out_dir}" in capsys.readouterr().out
+    model = roberta_torch.Backbone.from_preset(str(out_dir))
+    worst = 0.0
+    with torch.no_grad():
+        for token_ids, mask, expected in batches("roberta_3layer_oddhead"):
+            out = model({"token_ids": token_ids, "padding_mask": mask}).numpy()
+            worst = max(worst, max_relative_error(out, expected, mask))
+    assert worst < 1e-5
+
+
+def test_convert_copies_a_keras_tokenizer_and_sets_dtype(tmp_path):
+    source = tmp_path / "src"
+    model = roberta_torch.RobertaBackbone(
+        vocabulary_size=20, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=8
+    )
+    model.save_to_preset(source)
+    (source / "tokenizer.json").write_text("{}")
+    (source / "assets" / "tokenizer").mkdir(parents=True)
+    (source / "assets" / "tokenizer" / "vocabulary.json").write_text("{}")
+    assert (
+        main(["convert", str(source), str(tmp_path / "out"), "--to", "safetensors", "--dtype", "bfloat16"])
+        == 0
+    )
+    assert (tmp_path / "out" / "tokenizer.json").is_file()
+    assert (tmp_path / "out" / "assets" / "tokenizer" / "vocabulary.json").is_file()
+    converted = roberta_torch.Backbone.from_preset(str(tmp_path / "out"))
+    assert converted.token_embedding.weight.dtype == torch.bfloat16
+
+
+def test_errors_exit_1_with_one_message(capsys):
+    assert main(["info", "roberta_bse_en"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("roberta-torch info: error: Unknown preset 'roberta_bse_en'")
+        and "roberta_base_en" in err
+    )
+    assert main(["convert", "kaggle://bad", "/tmp/x", "--to", "keras"]) == 1
+    assert "Malformed Kaggle handle" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["convert", str(preset_dir("roberta_1layer")), "/tmp/x", "--to", "onnx"])
+
+
+def test_python_dash_m(tmp_path):
+    env = {**os.environ, "PYTHONPATH": REPO_ROOT}
+    done = subprocess.run(
+        [sys.executable, "-m", "roberta_torch", "presets"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "roberta_base_en" in done.stdout
+    done = subprocess.run(
+        [sys.executable, "-m", "roberta_torch", "info", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 1 and "does not exist" in done.stderr
