@@ -2,6 +2,9 @@
 
 from .backbone import Backbone, RobertaBackbone, XLMRobertaBackbone
 from .dtype_policy import DTypePolicy, get_dtype_policy
+from .kernels import flash_attention, flash_attention_varlen
+from .preprocessor import Preprocessor, RobertaPreprocessor, XLMRobertaPreprocessor
+from .tokenizers import RobertaTokenizer, Tokenizer, XLMRobertaTokenizer
 
 __version__ = "0.1.0"
 
@@ -11,5 +14,13 @@ __all__ = [
     "XLMRobertaBackbone",
     "DTypePolicy",
     "get_dtype_policy",
+    "flash_attention",
+    "flash_attention_varlen",
+    "Tokenizer",
+    "RobertaTokenizer",
+    "XLMRobertaTokenizer",
+    "Preprocessor",
+    "RobertaPreprocessor",
+    "XLMRobertaPreprocessor",
     "__version__",
 ]
