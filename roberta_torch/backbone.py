@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import numbers
 
@@ -159,8 +160,7 @@ class RobertaBackbone(Backbone):
         self.attention_backend = attention_backend
         self.gradient_checkpointing = bool(gradient_checkpointing)
 
-        factory = {"device": device}
-        with torch.device(device) if device is not None else _nullcontext():
+        with torch.device(device) if device is not None else contextlib.nullcontext():
             self.token_embedding = nn.Embedding(vocabulary_size, hidden_dim)
             self.position_embedding = nn.Embedding(max_sequence_length, hidden_dim)
             self.embeddings_layer_norm = LayerNorm32(hidden_dim, eps=LAYER_NORM_EPSILON)
@@ -169,7 +169,6 @@ class RobertaBackbone(Backbone):
                 TransformerEncoderLayer(hidden_dim, num_heads, intermediate_dim, self.dropout)
                 for _ in range(num_layers)
             )
-        del factory
         init_kernel_(self.token_embedding.weight)
         init_kernel_(self.position_embedding.weight)
         self.to(self.dtype_policy.variable_dtype)
@@ -184,7 +183,8 @@ class RobertaBackbone(Backbone):
 
     @padding_free.setter
     def padding_free(self, value) -> None:
-        if value not in PADDING_FREE_CHOICES or (value is not True and value is not False and value != "auto"):
+        # Identity checks: 1 == True would otherwise slip through.
+        if not any(value is choice for choice in (True, False)) and value != "auto":
             raise ValueError(f"`padding_free` must be one of {PADDING_FREE_CHOICES}; got {value!r}.")
         self._padding_free = value
 
@@ -288,11 +288,3 @@ BACKBONE_CLASSES = {
     RobertaBackbone.keras_class_name: RobertaBackbone,
     XLMRobertaBackbone.keras_class_name: XLMRobertaBackbone,
 }
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
