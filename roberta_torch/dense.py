@@ -32,12 +32,25 @@ def _onednn_ops_available() -> bool:
 _ONEDNN_AVAILABLE = _onednn_ops_available()
 
 
-def uses_fused_cpu_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def _cpu_autocast_enabled() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
+def uses_fused_cpu_path(
+    x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None = None
+) -> bool:
     """True when this call can take oneDNN's fused kernels."""
     return (
         _ONEDNN_AVAILABLE
         and x.device.type == "cpu"
         and x.dtype in _FUSED_DTYPES
+        and x.dtype == weight.dtype
+        and (residual is None or residual.dtype == x.dtype)
+        # Autocast casts F.linear's inputs but not oneDNN's: let it do its job.
+        and not _cpu_autocast_enabled()
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         and not _is_compiling()  # Inductor fuses on its own
         and os.environ.get(ONEDNN_ENV_VAR, "1") != "0"
@@ -56,7 +69,7 @@ def linear(
     x: (..., in); weight: (out, in); bias: (out,); residual: (..., out) or None;
     activation: None or "gelu" (exact, erf). Not both activation and residual.
     """
-    if uses_fused_cpu_path(x, weight):
+    if uses_fused_cpu_path(x, weight, residual):
         if residual is not None:
             return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
         if activation == "gelu":

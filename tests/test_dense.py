@@ -53,3 +53,15 @@ def test_environment_switch_and_model_level_equality(monkeypatch):
         monkeypatch.setenv(dense.ONEDNN_ENV_VAR, "0")
         plain = model({"token_ids": ids, "padding_mask": mask})
     assert (fused[mask] - plain[mask]).abs().max() / plain[mask].abs().max() < 1e-5
+
+
+def test_cpu_autocast_takes_the_plain_path():
+    model = RobertaBackbone(vocabulary_size=60, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=24, max_sequence_length=12).eval()
+    ids = torch.randint(0, 60, (2, 7))
+    with torch.no_grad():
+        reference = model({"token_ids": ids})
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not dense.uses_fused_cpu_path(ids.float(), ids.float())
+            out = model({"token_ids": ids})
+    assert torch.isfinite(out).all()
+    assert (out.float() - reference).abs().max() < 0.1
