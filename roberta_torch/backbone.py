@@ -229,13 +229,21 @@ class RobertaBackbone(Backbone):
 
     # -- forward ----------------------------------------------------------------------------
 
-    def _runs_padding_free(self, padding_mask: torch.Tensor | None) -> bool:
-        if padding_mask is None or self._padding_free is False or _is_compiling():
-            return False
-        if self._padding_free is True:
-            return True
-        num_valid = int(padding_mask.sum())  # one host sync per forward
-        return num_valid <= (1.0 - PADDING_FREE_MIN_PADDING_FRACTION) * padding_mask.numel()
+    def _execution_plan(self, padding_mask: torch.Tensor | None) -> tuple[torch.Tensor | None, bool]:
+        """(mask to use, whether to run padding-free), from one host sync in eager mode.
+
+        A mask with no padding is dropped: unmasked attention kernels are faster, and there
+        is nothing to skip.
+        """
+        if padding_mask is None or _is_compiling():
+            return padding_mask, False
+        num_valid = int(padding_mask.sum())  # the one host sync of this decision
+        if num_valid == padding_mask.numel():
+            return None, False
+        if self._padding_free == "auto":
+            padding_fraction = 1.0 - num_valid / padding_mask.numel()
+            return padding_mask, padding_fraction >= PADDING_FREE_MIN_PADDING_FRACTION
+        return padding_mask, self._padding_free
 
     def forward(self, inputs=None, *, token_ids=None, padding_mask=None) -> torch.Tensor:
         """inputs: {"token_ids": (B, T), "padding_mask": (B, T)} -> (B, T, hidden_dim).
@@ -257,7 +265,8 @@ class RobertaBackbone(Backbone):
         x = x + self.position_embedding.weight[:seq].to(compute_dtype)
         x = self.embeddings_dropout(self.embeddings_layer_norm(x))
 
-        if self._runs_padding_free(padding_mask):
+        padding_mask, padding_free = self._execution_plan(padding_mask)
+        if padding_free:
             layout = packed_layout(padding_mask)
             mask = attention.packed_attention_mask(layout)
             x = self._run_layers(unpad(x, layout), mask)  # (total, H)
