@@ -40,7 +40,7 @@ setup(
             "triton>=3.0",
             # Peers the tests compare against.
             "transformers>=4.40",
-            "keras-hub>=0.20",
+            "keras-hub>=0.32",
             "keras>=3.5",
         ],
         "bench": ["transformers>=4.40", "matplotlib>=3.6"],
