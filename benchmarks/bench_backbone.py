@@ -39,6 +39,17 @@ FILLS = [1.0, 0.5, 0.25]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def build_models(size: str, dtype: torch.dtype, device: str, train: bool):
     from transformers import RobertaConfig, RobertaModel
 
@@ -160,7 +171,7 @@ def run(args) -> dict:
     device = args.device
     results = {
         "device": device,
-        "machine": torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "machine": torch.cuda.get_device_name() if device == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "size": args.size,
         "mode": "train step (fwd+bwd+AdamW)" if args.train else "inference",
