@@ -2,7 +2,7 @@
 
 import pathlib
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 HERE = pathlib.Path(__file__).parent
 
@@ -17,10 +17,10 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    # csrc/, tests/, examples/ and benchmarks/ stay out of the installed package.
-    packages=find_packages(include=["roberta_torch", "roberta_torch.*"]),
-    include_package_data=True,
-    package_data={"roberta_torch": ["assets/presets/*/*", "assets/presets/*/*/*/*", "assets/*.md"]},
+    # csrc/, tests/, examples/ and benchmarks/ stay out of the installed package. The asset
+    # folders (the shipped preset) are namespace packages so their data files are installed.
+    packages=find_namespace_packages(include=["roberta_torch", "roberta_torch.*"]),
+    package_data={"roberta_torch.assets": ["*.md", "presets/*/*.*", "presets/*/assets/*/*.*"]},
     install_requires=[
         "torch>=2.3",
         "numpy>=1.23",
