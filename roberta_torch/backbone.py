@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint
 
 from . import attention
 from .dtype_policy import DTypePolicy, get_dtype_policy
-from .inputs import _is_compiling, prepare_inputs
+from .inputs import is_compiling, prepare_inputs
 from .layers import LAYER_NORM_EPSILON, LayerNorm32, TransformerEncoderLayer, init_kernel_
 from .padding import pad, packed_layout, unpad
 
@@ -235,7 +235,7 @@ class RobertaBackbone(Backbone):
         A mask with no padding is dropped: unmasked attention kernels are faster, and there
         is nothing to skip.
         """
-        if padding_mask is None or _is_compiling():
+        if padding_mask is None or is_compiling():
             return padding_mask, False
         num_valid = int(padding_mask.sum())  # the one host sync of this decision
         if num_valid == padding_mask.numel():
@@ -271,7 +271,7 @@ class RobertaBackbone(Backbone):
             mask = attention.packed_attention_mask(layout)
             x = self._run_layers(unpad(x, layout), mask)  # (total, H)
             return pad(x, layout)  # (B, T, H)
-        mask = attention.padded_attention_mask(padding_mask, eager=not _is_compiling())
+        mask = attention.padded_attention_mask(padding_mask, eager=not is_compiling())
         return self._run_layers(x, mask)
 
     def _run_layers(self, x: torch.Tensor, mask: attention.AttentionMask) -> torch.Tensor:

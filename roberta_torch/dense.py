@@ -15,7 +15,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from .inputs import _is_compiling
+from .inputs import is_compiling
 
 # Escape hatch for debugging and for the benchmarks' A/B runs.
 ONEDNN_ENV_VAR = "ROBERTA_TORCH_ONEDNN"
@@ -52,7 +52,7 @@ def uses_fused_cpu_path(
         # Autocast casts F.linear's inputs but not oneDNN's: let it do its job.
         and not _cpu_autocast_enabled()
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-        and not _is_compiling()  # Inductor fuses on its own
+        and not is_compiling()  # Inductor fuses on its own
         and os.environ.get(ONEDNN_ENV_VAR, "1") != "0"
     )
 

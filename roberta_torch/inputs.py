@@ -17,7 +17,7 @@ _INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint
 _MASK_DTYPES = (torch.bool, *_INTEGER_DTYPES, torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _is_compiling() -> bool:
+def is_compiling() -> bool:
     compiler = getattr(torch, "compiler", None)
     return bool(compiler is not None and compiler.is_compiling())
 
@@ -120,7 +120,7 @@ def _check_values(token_ids, padding_mask, vocabulary_size: int) -> None:
     if padding_mask is not None and padding_mask.dtype != torch.bool:
         mask_is_binary = (padding_mask == 0) | (padding_mask == 1)
 
-    if _is_compiling():
+    if is_compiling():
         torch._assert_async(
             ids_in_range.all(), f"token_ids must lie in [0, vocabulary_size={vocabulary_size})"
         )
