@@ -1,0 +1,119 @@
+"""Real-size checks that need a CUDA GPU (skipped elsewhere; see benchmarks/gpu_session.sh).
+
+Judged like flash-attention's own tests: against a float32 reference, our error must stay
+within twice PyTorch's own error in the same low precision (plus a small atol).
+"""
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+ATOL = {torch.float16: 1e-3, torch.bfloat16: 1e-2}
+
+
+def _budget_check(label, ours, ref32, lowp, atol):
+    ours_error = (ours.float() - ref32).abs().max().item()
+    lowp_error = (lowp.float() - ref32).abs().max().item()
+    assert ours_error <= 2 * lowp_error + atol, (label, ours_error, lowp_error)
+
+
+def _leaves(tensors, dtype=None):
+    return [t.detach().to(dtype or t.dtype).requires_grad_() for t in tensors]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("head_dim", [32, 64, 80, 96, 128])
+@pytest.mark.parametrize("seq", [512, 1024])
+def test_padded_kernel_at_real_sizes(dtype, head_dim, seq):
+    from roberta_torch.kernels import attention_reference, flash_attention
+
+    g = torch.Generator(device="cuda").manual_seed(seq + head_dim)
+    batch, heads = 4, 12
+    q, k, v = (torch.randn(batch, seq, heads, head_dim, device="cuda", generator=g, dtype=dtype) for _ in range(3))
+    lengths = torch.tensor([seq, 1, 0, seq * 2 // 3 + 5], device="cuda")
+    grad = torch.randn(batch, seq, heads, head_dim, device="cuda", generator=g, dtype=dtype)
+    ours_in, ref_in, lowp_in = _leaves((q, k, v)), _leaves((q, k, v), torch.float32), _leaves((q, k, v))
+    ours = flash_attention(*ours_in, key_lengths=lengths)
+    ref = attention_reference(*ref_in, key_lengths=lengths, upcast=True)
+    lowp = attention_reference(*lowp_in, key_lengths=lengths, upcast=False)
+    for out, g_out in ((ours, grad), (ref, grad.float()), (lowp, grad)):
+        out.backward(g_out)
+    _budget_check("out", ours, ref, lowp, ATOL[dtype])
+    for i, name in enumerate(("dq", "dk", "dv")):
+        assert torch.isfinite(ours_in[i].grad).all(), name
+        _budget_check(name, ours_in[i].grad, ref_in[i].grad, lowp_in[i].grad, ATOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_varlen_kernel_at_real_sizes(dtype):
+    from roberta_torch.kernels import attention_reference_varlen, flash_attention_varlen
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    lengths = [512, 1, 0, 300, 129, 1000]
+    cu_seqlens = torch.tensor([0] + lengths, device="cuda").cumsum(0).to(torch.int32)
+    total = int(cu_seqlens[-1])
+    q, k, v = (torch.randn(total, 16, 64, device="cuda", generator=g, dtype=dtype) for _ in range(3))
+    grad = torch.randn(total, 16, 64, device="cuda", generator=g, dtype=dtype)
+    ours_in, ref_in, lowp_in = _leaves((q, k, v)), _leaves((q, k, v), torch.float32), _leaves((q, k, v))
+    ours = flash_attention_varlen(*ours_in, cu_seqlens=cu_seqlens, max_seqlen=max(lengths))
+    ref = attention_reference_varlen(*ref_in, cu_seqlens=cu_seqlens, upcast=True)
+    lowp = attention_reference_varlen(*lowp_in, cu_seqlens=cu_seqlens, upcast=False)
+    for out, g_out in ((ours, grad), (ref, grad.float()), (lowp, grad)):
+        out.backward(g_out)
+    _budget_check("out", ours, ref, lowp, ATOL[dtype])
+    for i, name in enumerate(("dq", "dk", "dv")):
+        _budget_check(name, ours_in[i].grad, ref_in[i].grad, lowp_in[i].grad, ATOL[dtype])
+
+
+@pytest.mark.parametrize("padding_free", [False, True])
+def test_model_on_cuda_matches_cpu_float32(padding_free):
+    """The whole backbone on CUDA in bfloat16 (Triton attention) against the CPU float32 model,
+    within twice the error of the same model on CUDA with SDPA."""
+    from roberta_torch import RobertaBackbone
+
+    torch.manual_seed(0)
+    cpu = RobertaBackbone(1000, 4, 12, 768, 3072, max_sequence_length=512, dropout=0.0).eval()
+    with torch.no_grad():
+        for name, p in cpu.named_parameters():
+            p.add_(torch.randn_like(p) * (0.02 if "norm" in name else 0.01))
+    ids = torch.randint(0, 1000, (6, 384))
+    mask = torch.arange(384)[None] < torch.tensor([384, 1, 0, 200, 383, 57])[:, None]
+    with torch.no_grad():
+        reference = cpu({"token_ids": ids, "padding_mask": mask})
+    outputs = {}
+    for backend in ("triton", "sdpa"):
+        gpu = RobertaBackbone.from_config({**cpu.get_config(), "dtype": "bfloat16"})
+        gpu.load_state_dict(cpu.state_dict())
+        gpu = gpu.cuda().eval()
+        gpu.padding_free, gpu.attention_backend = padding_free, backend
+        with torch.no_grad():
+            outputs[backend] = gpu({"token_ids": ids, "padding_mask": mask}).float().cpu()
+        assert torch.isfinite(outputs[backend]).all()
+    triton_error = (outputs["triton"][mask] - reference[mask]).abs().max()
+    sdpa_error = (outputs["sdpa"][mask] - reference[mask]).abs().max()
+    assert triton_error <= 2 * sdpa_error + 2e-2, (triton_error, sdpa_error)
+
+
+def test_training_step_with_in_kernel_dropout_on_cuda():
+    from roberta_torch import RobertaBackbone
+
+    torch.manual_seed(0)
+    model = RobertaBackbone(1000, 2, 12, 768, 3072, dtype="bfloat16", dropout=0.1).cuda().train()
+    ids = torch.randint(0, 1000, (4, 256), device="cuda")
+    mask = torch.arange(256, device="cuda")[None] < torch.tensor([256, 100, 3, 0], device="cuda")[:, None]
+    out = model({"token_ids": ids, "padding_mask": mask})
+    out[mask].float().pow(2).mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_compile_fullgraph_on_cuda():
+    from roberta_torch import RobertaBackbone
+
+    torch._dynamo.reset()
+    model = RobertaBackbone(1000, 2, 12, 768, 3072, dtype="bfloat16", dropout=0.0).cuda().eval()
+    ids = torch.randint(0, 1000, (4, 128), device="cuda")
+    with torch.no_grad():
+        eager = model({"token_ids": ids})
+        compiled = torch.compile(model, fullgraph=True)({"token_ids": ids})
+    torch.testing.assert_close(compiled.float(), eager.float(), rtol=2e-2, atol=2e-2)
