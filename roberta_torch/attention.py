@@ -44,40 +44,54 @@ class AttentionMask:
     """What the backends need to know about padding, prepared once per forward.
 
     sdpa_mask:    (batch, 1, 1, seq) bool, True = attend; None when nothing is padded.
-    row_has_key:  (batch, 1, 1, 1) bool, False for rows with no valid token; None if unneeded.
-    key_lengths:  (batch,) int32 valid-key counts, only when the mask is a prefix (right
-                  padding); lets the Triton kernel skip blocks past each sequence's end.
+    row_has_key:  (batch, 1, 1, 1) bool, False for rows with no valid token; set only where
+                  SDPA does not already zero such rows itself.
     layout:       set for packed (padding-free) inputs of shape (total_tokens, heads, dim).
+    eager:        False inside torch.compile, where no host sync may happen.
     """
 
     sdpa_mask: torch.Tensor | None = None
     row_has_key: torch.Tensor | None = None
-    key_lengths: torch.Tensor | None = None
     layout: PackedLayout | None = None
+    eager: bool = True
+    _prefix_lengths: tuple = dataclasses.field(default=(), repr=False)  # () = not computed yet
 
     @property
     def is_packed(self) -> bool:
         return self.layout is not None
 
+    def prefix_key_lengths(self) -> torch.Tensor | None:
+        """(batch,) int32 valid-key counts when the mask is a prefix (right padding), else None.
+
+        Lets the Triton kernel skip blocks past each sequence's end. Needs one host sync, so
+        it is computed on the first Triton call of a forward only (never under compile).
+        """
+        if not self._prefix_lengths:
+            lengths = None
+            if self.eager:
+                padding_mask = self.sdpa_mask[:, 0, 0, :]  # (B, T)
+                counts = padding_mask.sum(dim=1, dtype=torch.int32)
+                positions = torch.arange(padding_mask.shape[1], device=padding_mask.device)
+                if bool(((positions[None, :] < counts[:, None]) == padding_mask).all()):
+                    lengths = counts
+            self._prefix_lengths = (lengths,)
+        return self._prefix_lengths[0]
+
 
 def padded_attention_mask(padding_mask: torch.Tensor | None, eager: bool = True) -> AttentionMask:
     """Prepare a (batch, seq) bool padding mask (True = valid) for padded attention.
 
-    `eager=False` (inside torch.compile) skips checks that need a host sync: the prefix test
-    that enables the Triton padded path.
+    `eager=False` (inside torch.compile) rules out the host sync of the prefix test, so
+    padded batches then keep SDPA's general mask.
     """
     if padding_mask is None:
-        return AttentionMask()
-    sdpa_mask = padding_mask[:, None, None, :]
-    row_has_key = padding_mask.any(dim=1)[:, None, None, None]
-    key_lengths = None
-    if eager:
-        # One host sync per forward; compiled graphs skip it and keep SDPA's general mask.
-        lengths = padding_mask.sum(dim=1, dtype=torch.int32)
-        positions = torch.arange(padding_mask.shape[1], device=padding_mask.device)
-        if bool(((positions[None, :] < lengths[:, None]) == padding_mask).all()):
-            key_lengths = lengths
-    return AttentionMask(sdpa_mask=sdpa_mask, row_has_key=row_has_key, key_lengths=key_lengths)
+        return AttentionMask(eager=eager)
+    row_has_key = None
+    if padding_mask.is_cuda or not _SDPA_ZEROES_EMPTY_ROWS_ON_CPU:
+        row_has_key = padding_mask.any(dim=1)[:, None, None, None]
+    return AttentionMask(
+        sdpa_mask=padding_mask[:, None, None, :], row_has_key=row_has_key, eager=eager
+    )
 
 
 def packed_attention_mask(layout: PackedLayout) -> AttentionMask:
@@ -157,8 +171,12 @@ def self_attention(
         if chosen == "triton":
             return _triton_packed(q, k, v, mask.layout, dropout_p)
         return _sdpa_packed(q, k, v, mask.layout, dropout_p)
-    if chosen == "triton" and (mask.sdpa_mask is None or mask.key_lengths is not None):
-        return _triton_padded(q, k, v, mask.key_lengths, dropout_p)
+    if chosen == "triton":
+        if mask.sdpa_mask is None:
+            return _triton_padded(q, k, v, None, dropout_p)
+        key_lengths = mask.prefix_key_lengths()
+        if key_lengths is not None:
+            return _triton_padded(q, k, v, key_lengths, dropout_p)
     return _sdpa_padded(q, k, v, mask, dropout_p)
 
 
@@ -171,7 +189,7 @@ def _sdpa_padded(q, k, v, mask: AttentionMask, dropout_p: float) -> torch.Tensor
         attn_mask=mask.sdpa_mask,
         dropout_p=dropout_p,
     )  # (B, N, T, D)
-    if mask.row_has_key is not None and (q.is_cuda or not _SDPA_ZEROES_EMPTY_ROWS_ON_CPU):
+    if mask.row_has_key is not None:
         out = torch.where(mask.row_has_key, out, out.new_zeros(()))
     return out.transpose(1, 2)  # (B, T, N, D)
 

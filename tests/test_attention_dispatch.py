@@ -92,3 +92,23 @@ def test_environment_override_reaches_the_model(monkeypatch):
     with torch.no_grad():
         model({"token_ids": ids})
     assert calls == []
+
+
+def test_prefix_lengths_feed_triton_and_other_masks_fall_back_to_sdpa(monkeypatch):
+    import roberta_torch.attention as module
+
+    seen = []
+    original = module._triton_padded
+    monkeypatch.setattr(module, "_triton_padded", lambda q, k, v, lengths, p: seen.append(lengths) or original(q, k, v, lengths, p))
+    model = randomized(dtype="bfloat16", padding_free=False, attention_backend="triton")
+    ids = torch.randint(0, 50, (3, 19))
+    mask = torch.arange(19)[None, :] < torch.tensor([19, 7, 0])[:, None]
+    with torch.no_grad():
+        model({"token_ids": ids, "padding_mask": mask})
+    assert [lengths.tolist() for lengths in seen] == [[19, 7, 0]] * 2
+    assert seen[0] is seen[1]  # the prefix test ran once per forward, not per layer
+    seen.clear()
+    mask[0, 0] = False  # no longer a prefix: SDPA's general mask takes it
+    with torch.no_grad():
+        model({"token_ids": ids, "padding_mask": mask})
+    assert seen == []
