@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .mapping import COPY, TRANSPOSE, Row, SourceTensor, Transform, check_shard_name
+from .mapping import COPY, TRANSPOSE, Row, SourceTensor, Transform, check_shard_name, table_rows
 
 logger = logging.getLogger(__name__)
 
@@ -151,18 +151,9 @@ def encoder_group(index: int) -> str:
 
 def conversion_rows(num_layers: int) -> list[Row]:
     """The Keras <-> model table for a backbone with `num_layers` layers."""
-    rows = [Row(path, key, transform) for path, key, transform, _ in _EMBEDDING_TABLE]
+    rows = table_rows(_EMBEDDING_TABLE)
     for i in range(num_layers):
-        for path, key, transform, part in _ENCODER_TABLE:
-            rows.append(
-                Row(
-                    f"layers/{encoder_group(i)}/{path}",
-                    f"layers.{i}.{key}",
-                    transform,
-                    part=part or 0,
-                    parts=1 if part is None else 3,
-                )
-            )
+        rows += table_rows(_ENCODER_TABLE, f"layers/{encoder_group(i)}/", f"layers.{i}.")
     return rows
 
 

@@ -58,6 +58,28 @@ class Row:
         return (model_shape[0] // self.parts, *model_shape[1:])
 
 
+def table_rows(table, source_prefix: str = "", model_prefix: str = "") -> list[Row]:
+    """Rows from a format's literal table.
+
+    Each entry is (source key, model key, transform, part) or (..., part, add), where `part`
+    is the third (0, 1, 2) of the fused QKV a source fills, or None for a whole tensor. The
+    prefixes place a per-layer table at one layer (e.g. "encoder.layer.3.", "layers.3.").
+    """
+    rows = []
+    for source_key, model_key, transform, part, *add in table:
+        rows.append(
+            Row(
+                source_prefix + source_key,
+                model_prefix + model_key,
+                transform,
+                part=part or 0,
+                parts=1 if part is None else 3,
+                add=bool(add and add[0]),
+            )
+        )
+    return rows
+
+
 @dataclasses.dataclass(frozen=True)
 class SourceTensor:
     """A tensor in a checkpoint file, read only when needed: shape, dtype name, file, loader."""

@@ -20,7 +20,7 @@ import pathlib
 
 import torch
 
-from .mapping import COPY, Row, SourceTensor, Transform, check_shard_name
+from .mapping import COPY, Row, SourceTensor, Transform, check_shard_name, table_rows
 from .safetensors_format import read_safetensors
 
 logger = logging.getLogger(__name__)
@@ -82,38 +82,29 @@ _EMBEDDING_TABLE = (
 )
 # Relative to encoder.layer.{i}. and layers.{i}. (torch Linear on both sides: no transpose).
 _ENCODER_TABLE = (
-    ("attention.self.query.weight", "attention.qkv.weight", 0),
-    ("attention.self.query.bias", "attention.qkv.bias", 0),
-    ("attention.self.key.weight", "attention.qkv.weight", 1),
-    ("attention.self.key.bias", "attention.qkv.bias", 1),
-    ("attention.self.value.weight", "attention.qkv.weight", 2),
-    ("attention.self.value.bias", "attention.qkv.bias", 2),
-    ("attention.output.dense.weight", "attention.output.weight", None),
-    ("attention.output.dense.bias", "attention.output.bias", None),
-    ("attention.output.LayerNorm.weight", "attention_layer_norm.weight", None),
-    ("attention.output.LayerNorm.bias", "attention_layer_norm.bias", None),
-    ("intermediate.dense.weight", "feedforward.intermediate.weight", None),
-    ("intermediate.dense.bias", "feedforward.intermediate.bias", None),
-    ("output.dense.weight", "feedforward.output.weight", None),
-    ("output.dense.bias", "feedforward.output.bias", None),
-    ("output.LayerNorm.weight", "feedforward_layer_norm.weight", None),
-    ("output.LayerNorm.bias", "feedforward_layer_norm.bias", None),
+    ("attention.self.query.weight", "attention.qkv.weight", COPY, 0),
+    ("attention.self.query.bias", "attention.qkv.bias", COPY, 0),
+    ("attention.self.key.weight", "attention.qkv.weight", COPY, 1),
+    ("attention.self.key.bias", "attention.qkv.bias", COPY, 1),
+    ("attention.self.value.weight", "attention.qkv.weight", COPY, 2),
+    ("attention.self.value.bias", "attention.qkv.bias", COPY, 2),
+    ("attention.output.dense.weight", "attention.output.weight", COPY, None),
+    ("attention.output.dense.bias", "attention.output.bias", COPY, None),
+    ("attention.output.LayerNorm.weight", "attention_layer_norm.weight", COPY, None),
+    ("attention.output.LayerNorm.bias", "attention_layer_norm.bias", COPY, None),
+    ("intermediate.dense.weight", "feedforward.intermediate.weight", COPY, None),
+    ("intermediate.dense.bias", "feedforward.intermediate.bias", COPY, None),
+    ("output.dense.weight", "feedforward.output.weight", COPY, None),
+    ("output.dense.bias", "feedforward.output.bias", COPY, None),
+    ("output.LayerNorm.weight", "feedforward_layer_norm.weight", COPY, None),
+    ("output.LayerNorm.bias", "feedforward_layer_norm.bias", COPY, None),
 )
 
 
 def conversion_rows(num_layers: int) -> list[Row]:
-    rows = [Row(src, dst, transform, add=add) for src, dst, transform, _, add in _EMBEDDING_TABLE]
+    rows = table_rows(_EMBEDDING_TABLE)
     for i in range(num_layers):
-        for src, dst, part in _ENCODER_TABLE:
-            rows.append(
-                Row(
-                    f"encoder.layer.{i}.{src}",
-                    f"layers.{i}.{dst}",
-                    COPY,
-                    part=part or 0,
-                    parts=1 if part is None else 3,
-                )
-            )
+        rows += table_rows(_ENCODER_TABLE, f"encoder.layer.{i}.", f"layers.{i}.")
     return rows
 
 
