@@ -24,12 +24,7 @@ from roberta_torch.kernels import (
 )
 from roberta_torch.kernels import flash_attn
 
-# Extra absolute slack on top of twice PyTorch's own low-precision error: about one ulp at
-# |x| ~ 2-4 for the half types, because with tiny tensors the max error is a noisy
-# statistic (a 5-key softmax row once gave 2.4x torch's bf16 error). float32 has no
-# low-precision reference error, so its slack is the whole budget.
-ATOL = {torch.float16: 1e-3, torch.bfloat16: 1e-2, torch.float32: 1e-5}
-
+from attention_checks import check_forward_backward, random_qkv
 
 @pytest.fixture(scope="module")
 def device():
@@ -41,51 +36,6 @@ def device():
 
 def _dtypes_for(device):
     return (torch.float16, torch.bfloat16) + ((torch.float32,) if device.type == "cpu" else ())
-
-
-def _random_qkv(shape, dtype, device, generator):
-    return [torch.randn(shape, generator=generator).to(device=device, dtype=dtype).requires_grad_()
-            for _ in range(3)]
-
-
-def _upcast_leaves(tensors):
-    return [x.detach().float().requires_grad_() for x in tensors]
-
-
-def _lowp_leaves(tensors):
-    return [x.detach().clone().requires_grad_() for x in tensors]
-
-
-def _assert_within_budget(label, ours, ref32, lowp, atol):
-    ours_error = (ours.float() - ref32).abs().max().item()
-    lowp_error = 0.0 if lowp is None else (lowp.float() - ref32).abs().max().item()
-    budget = 2 * lowp_error + atol
-    assert ours_error <= budget, (f"{label}: max error {ours_error:.3g} > budget {budget:.3g} "
-                                  f"(torch low-precision error {lowp_error:.3g})")
-
-
-def _check_forward_backward(run_ours, run_reference, inputs, dtype, grad_out_shape, generator):
-    """Compare output and dq, dk, dv of the kernel with ref32 (and torch_lowp for budget)."""
-    # One upstream gradient for all three, rounded to the inputs' dtype first.
-    grad_out = torch.randn(grad_out_shape, generator=generator).to(inputs[0].device, dtype)
-    out = run_ours(*inputs)
-    out.backward(grad_out)
-
-    ref_inputs = _upcast_leaves(inputs)
-    ref_out = run_reference(*ref_inputs, upcast=True)
-    ref_out.backward(grad_out.float())
-
-    lowp_inputs, lowp_out = None, None
-    if dtype != torch.float32:
-        lowp_inputs = _lowp_leaves(inputs)
-        lowp_out = run_reference(*lowp_inputs, upcast=False)
-        lowp_out.backward(grad_out)
-
-    atol = ATOL[dtype]
-    _assert_within_budget("out", out, ref_out, lowp_out, atol)
-    for index, name in enumerate(("dq", "dk", "dv")):
-        lowp_grad = None if lowp_inputs is None else lowp_inputs[index].grad
-        _assert_within_budget(name, inputs[index].grad, ref_inputs[index].grad, lowp_grad, atol)
 
 
 # (batch, seqlen, key lengths); seqlens are not multiples of the 16-row interpreter tile
@@ -106,9 +56,9 @@ def test_padded_forward_backward_matches_reference(device, dtype, case, head_dim
     batch, seqlen, lengths = PADDED_CASES[case]
     heads = 2
     generator = torch.Generator().manual_seed(sorted(PADDED_CASES).index(case) * 1000 + head_dim)
-    inputs = _random_qkv((batch, seqlen, heads, head_dim), dtype, device, generator)
+    inputs = random_qkv((batch, seqlen, heads, head_dim), dtype, device, generator)
     key_lengths = None if lengths is None else torch.tensor(lengths, device=device)
-    _check_forward_backward(
+    check_forward_backward(
         lambda q, k, v: flash_attention(q, k, v, key_lengths),
         lambda q, k, v, upcast: attention_reference(q, k, v, key_lengths, upcast=upcast),
         inputs, dtype, (batch, seqlen, heads, head_dim), generator)
@@ -117,9 +67,9 @@ def test_padded_forward_backward_matches_reference(device, dtype, case, head_dim
 @pytest.mark.parametrize("head_dim", [96, 128])
 def test_large_head_dims_match_reference(device, head_dim):
     generator = torch.Generator().manual_seed(head_dim)
-    inputs = _random_qkv((2, 19, 1, head_dim), torch.bfloat16, device, generator)
+    inputs = random_qkv((2, 19, 1, head_dim), torch.bfloat16, device, generator)
     key_lengths = torch.tensor([19, 6], device=device)
-    _check_forward_backward(
+    check_forward_backward(
         lambda q, k, v: flash_attention(q, k, v, key_lengths, softmax_scale=0.3),
         lambda q, k, v, upcast: attention_reference(q, k, v, key_lengths, softmax_scale=0.3, upcast=upcast),
         inputs, torch.bfloat16, (2, 19, 1, head_dim), generator)
@@ -137,9 +87,9 @@ def test_varlen_forward_backward_matches_per_sequence_reference(device, dtype, h
     cu_seqlens = torch.tensor([0] + VARLEN_LENGTHS, device=device).cumsum(0).to(torch.int32)
     total_tokens = int(cu_seqlens[-1])
     generator = torch.Generator().manual_seed(head_dim)
-    inputs = _random_qkv((total_tokens, 2, head_dim), dtype, device, generator)
+    inputs = random_qkv((total_tokens, 2, head_dim), dtype, device, generator)
     # max_seqlen larger than the longest sequence only adds empty programs.
-    _check_forward_backward(
+    check_forward_backward(
         lambda q, k, v: flash_attention_varlen(q, k, v, cu_seqlens, max(VARLEN_LENGTHS) + 7),
         lambda q, k, v, upcast: attention_reference_varlen(q, k, v, cu_seqlens, upcast=upcast),
         inputs, dtype, (total_tokens, 2, head_dim), generator)
@@ -150,7 +100,7 @@ def test_varlen_equals_padded_bitwise(device):
     batch, seqlen, heads, head_dim = 3, 29, 2, 64
     lengths = [29, 0, 17]
     generator = torch.Generator().manual_seed(0)
-    q, k, v = (x.detach() for x in _random_qkv((batch, seqlen, heads, head_dim), torch.float16, device, generator))
+    q, k, v = (x.detach() for x in random_qkv((batch, seqlen, heads, head_dim), torch.float16, device, generator))
     padded = flash_attention(q, k, v, torch.tensor(lengths, device=device))
     valid = torch.arange(seqlen, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
     cu_seqlens = torch.tensor([0] + lengths, device=device).cumsum(0).to(torch.int32)
@@ -181,7 +131,7 @@ def test_padding_is_never_read_and_gets_zero_output_and_gradients(device):
     batch, seqlen, heads, head_dim = 2, 20, 2, 32
     lengths = torch.tensor([20, 3], device=device)
     generator = torch.Generator().manual_seed(1)
-    q, k, v = (x.detach() for x in _random_qkv((batch, seqlen, heads, head_dim), torch.float16, device, generator))
+    q, k, v = (x.detach() for x in random_qkv((batch, seqlen, heads, head_dim), torch.float16, device, generator))
     for x in (q, k, v):
         x[1, 3:] = float("nan")  # padding content must not leak into anything
     q, k, v = (x.requires_grad_() for x in (q, k, v))
@@ -197,7 +147,7 @@ def test_padding_is_never_read_and_gets_zero_output_and_gradients(device):
 
 def test_all_empty_batch_gives_zeros(device):
     generator = torch.Generator().manual_seed(2)
-    q, k, v = _random_qkv((2, 18, 1, 32), torch.bfloat16, device, generator)
+    q, k, v = random_qkv((2, 18, 1, 32), torch.bfloat16, device, generator)
     out = flash_attention(q, k, v, torch.zeros(2, dtype=torch.int64, device=device))
     out.sum().backward()
     assert (out == 0).all()
@@ -210,7 +160,7 @@ def test_dropout_matches_reference_with_rebuilt_mask(device):
     dtype = torch.float32 if device.type == "cpu" else torch.float16
     batch, seqlen, heads, head_dim, dropout_p = 2, 37, 2, 32, 0.3
     generator = torch.Generator().manual_seed(3)
-    inputs = _random_qkv((batch, seqlen, heads, head_dim), dtype, device, generator)
+    inputs = random_qkv((batch, seqlen, heads, head_dim), dtype, device, generator)
     key_lengths = torch.tensor([37, 20], device=device)
     torch.manual_seed(1234)
     seed = flash_attn.draw_dropout_seed(device)
@@ -221,7 +171,7 @@ def test_dropout_matches_reference_with_rebuilt_mask(device):
         torch.manual_seed(1234)  # the kernel draws the same seed
         return flash_attention(q, k, v, key_lengths, dropout_p=dropout_p)
 
-    _check_forward_backward(
+    check_forward_backward(
         run_ours,
         lambda q, k, v, upcast: attention_reference(q, k, v, key_lengths, dropout_p=dropout_p,
                                                     dropout_keep=keep, upcast=upcast),
@@ -233,7 +183,7 @@ def test_varlen_dropout_matches_reference_with_rebuilt_mask(device):
     lengths, max_seqlen, heads, head_dim, dropout_p = [5, 0, 27], 27, 2, 64, 0.5
     cu_seqlens = torch.tensor([0] + lengths, device=device).cumsum(0).to(torch.int32)
     generator = torch.Generator().manual_seed(4)
-    inputs = _random_qkv((sum(lengths), heads, head_dim), dtype, device, generator)
+    inputs = random_qkv((sum(lengths), heads, head_dim), dtype, device, generator)
     torch.manual_seed(99)
     keep = dropout_keep_mask(flash_attn.draw_dropout_seed(device), len(lengths), heads, max_seqlen,
                              dropout_p).to(device)
@@ -242,7 +192,7 @@ def test_varlen_dropout_matches_reference_with_rebuilt_mask(device):
         torch.manual_seed(99)
         return flash_attention_varlen(q, k, v, cu_seqlens, max_seqlen, dropout_p=dropout_p)
 
-    _check_forward_backward(
+    check_forward_backward(
         run_ours,
         lambda q, k, v, upcast: attention_reference_varlen(q, k, v, cu_seqlens, dropout_p=dropout_p,
                                                            dropout_keep=keep, upcast=upcast),
@@ -251,7 +201,7 @@ def test_varlen_dropout_matches_reference_with_rebuilt_mask(device):
 
 def test_dropout_is_reproducible_from_the_torch_seed(device):
     generator = torch.Generator().manual_seed(5)
-    q, k, v = (x.detach() for x in _random_qkv((1, 24, 1, 32), torch.float16, device, generator))
+    q, k, v = (x.detach() for x in random_qkv((1, 24, 1, 32), torch.float16, device, generator))
     outputs = []
     for seed in (7, 7, 8):
         torch.manual_seed(seed)
@@ -273,7 +223,7 @@ def test_fullgraph_compile_traces_custom_ops(device):
     """torch.compile(fullgraph=True) sees the custom ops as opaque nodes: no graph break,
     forward and backward equal to eager."""
     generator = torch.Generator().manual_seed(6)
-    q, k, v = _random_qkv((2, 20, 2, 32), torch.float16, device, generator)
+    q, k, v = random_qkv((2, 20, 2, 32), torch.float16, device, generator)
     key_lengths = torch.tensor([20, 9], device=device)
     cu_seqlens = torch.tensor([0, 20, 29], dtype=torch.int32, device=device)
 
@@ -296,7 +246,7 @@ def test_fullgraph_compile_traces_custom_ops(device):
 
 def test_custom_ops_pass_opcheck(device):
     generator = torch.Generator().manual_seed(7)
-    q, k, v = _random_qkv((40, 2, 32), torch.float16, device, generator)
+    q, k, v = random_qkv((40, 2, 32), torch.float16, device, generator)
     key_lengths = torch.tensor([20, 9], dtype=torch.int32, device=device)
     cu_seqlens = torch.tensor([0, 20, 29, 40], dtype=torch.int32, device=device)
     torch.library.opcheck(flash_attn.flash_attn_forward_op, (q, k, v, key_lengths, False, 20, 0.2, 0.0, None))
