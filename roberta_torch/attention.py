@@ -9,9 +9,10 @@ picks a backend:
 | `triton` | CUDA tensor, float16/bfloat16, supported head dim, Triton importable |
 | `sdpa`   | everything else (CPU, float32, other head dims, no Triton)          |
 
-An explicit override (`backend=` argument, or the environment variable
-`ROBERTA_TORCH_ATTENTION=auto|triton|sdpa`) forces one; forcing `triton` where it cannot run
-raises a ValueError instead of silently falling back.
+An explicit override (`backend=` argument, or the process-wide default: the environment
+variable `ROBERTA_TORCH_ATTENTION=auto|triton|sdpa`, read once at import, or
+`set_default_backend`) forces one; forcing `triton` where it cannot run raises a ValueError
+instead of silently falling back. `record_dispatch()` reports which backend took each call.
 
 Masking semantics are Keras's: padded *keys* are masked; a query row whose sequence has no
 valid key at all gets zero attention output (Keras zeroes the probabilities of fully masked
@@ -20,6 +21,7 @@ rows), so the layer output there is finite.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -99,38 +101,78 @@ def packed_attention_mask(layout: PackedLayout) -> AttentionMask:
     return AttentionMask(layout=layout)
 
 
-def requested_backend(backend: str | None = None) -> str:
-    """The override in force: the argument, else $ROBERTA_TORCH_ATTENTION, else 'auto'."""
-    if backend is None:
-        backend = os.environ.get(BACKEND_ENV_VAR, "auto") or "auto"
+def _check_backend(backend: str, source: str) -> str:
     if backend not in BACKENDS:
-        raise ValueError(
-            f"Attention backend {backend!r} (from the `attention_backend` argument or "
-            f"${BACKEND_ENV_VAR}) is not one of {BACKENDS}."
-        )
+        raise ValueError(f"Attention backend {backend!r} (from {source}) is not one of {BACKENDS}.")
     return backend
 
 
-def _triton_kernels():
-    """The kernels package, or None where it cannot run (no Triton)."""
+def _backend_from_environment() -> str:
+    value = os.environ.get(BACKEND_ENV_VAR, "auto") or "auto"
+    if value not in BACKENDS:
+        # A bad value must not break `import roberta_torch`: say so once and use "auto".
+        logger.warning("Ignoring $%s=%r: not one of %s; using 'auto'.", BACKEND_ENV_VAR, value, BACKENDS)
+        return "auto"
+    return value
+
+
+# The process-wide default, read from the environment once (not on every call).
+_default_backend = _backend_from_environment()
+
+
+def default_backend() -> str:
+    """The backend used when neither the model nor the call names one."""
+    return _default_backend
+
+
+def set_default_backend(backend: str) -> str:
+    """Set the process-wide default backend ('auto', 'triton' or 'sdpa'); returns the old one.
+
+    Overrides $ROBERTA_TORCH_ATTENTION (which is read once, at import)."""
+    global _default_backend
+    previous, _default_backend = _default_backend, _check_backend(backend, "set_default_backend")
+    return previous
+
+
+def requested_backend(backend: str | None = None) -> str:
+    """The override in force: the argument, else the process-wide default (see above)."""
+    if backend is None:
+        return _default_backend
+    return _check_backend(backend, "the `attention_backend` argument")
+
+
+# Observers of dispatch decisions (see record_dispatch); empty in normal runs.
+_dispatch_records: list = []
+
+
+@contextlib.contextmanager
+def record_dispatch():
+    """Within the block, every `self_attention` call appends (backend, layout) to the yielded
+    list: backend "triton" or "sdpa"; layout "padded" (no mask or per-sequence key lengths),
+    "masked" (a general key mask) or "packed". For tests, debugging and benchmarks."""
+    calls: list = []
+    _dispatch_records.append(calls)
     try:
-        from . import kernels
-    except ImportError:  # pragma: no cover - the package imports without triton
-        return None
-    return kernels
+        yield calls
+    finally:
+        _dispatch_records.remove(calls)
+
+
+def _record(backend: str, layout: str) -> None:
+    for calls in _dispatch_records:
+        calls.append((backend, layout))
 
 
 def triton_unsupported_reason(q: torch.Tensor, dropout_p: float) -> str | None:
     """Why the Triton kernel cannot take this call, or None if it can."""
-    kernels = _triton_kernels()
-    if kernels is None or not kernels.triton_is_usable(q.device):
+    from . import kernels  # imports no Triton itself
+
+    if not kernels.triton_is_usable(q.device):
         return f"Triton is not usable on device {q.device} (needs CUDA, or TRITON_INTERPRET=1)"
     if q.dtype not in kernels.SUPPORTED_DTYPES:
         return f"dtype {q.dtype} is not one of {kernels.SUPPORTED_DTYPES}"
     if q.shape[-1] not in kernels.SUPPORTED_HEAD_DIMS:
         return f"head dim {q.shape[-1]} is not one of {kernels.SUPPORTED_HEAD_DIMS}"
-    if dropout_p > 0.0 and not getattr(kernels, "SUPPORTS_DROPOUT", False):
-        return "attention dropout in training is not supported by the Triton kernel"
     return None
 
 
@@ -168,15 +210,19 @@ def self_attention(
     """
     chosen = choose_backend(q, dropout_p, backend)
     if mask.is_packed:
+        _record(chosen, "packed")
         if chosen == "triton":
             return _triton_packed(q, k, v, mask.layout, dropout_p)
         return _sdpa_packed(q, k, v, mask.layout, dropout_p)
     if chosen == "triton":
         if mask.sdpa_mask is None:
+            _record("triton", "padded")
             return _triton_padded(q, k, v, None, dropout_p)
         key_lengths = mask.prefix_key_lengths()
         if key_lengths is not None:
+            _record("triton", "padded")
             return _triton_padded(q, k, v, key_lengths, dropout_p)
+    _record("sdpa", "padded" if mask.sdpa_mask is None else "masked")
     return _sdpa_padded(q, k, v, mask, dropout_p)
 
 

@@ -17,9 +17,8 @@ import torch.nn.functional as F
 
 from .inputs import is_compiling
 
-# Escape hatch for debugging and for the benchmarks' A/B runs.
+# Escape hatch for debugging and for the benchmarks' A/B runs: read once, at import.
 ONEDNN_ENV_VAR = "ROBERTA_TORCH_ONEDNN"
-_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _onednn_ops_available() -> bool:
@@ -29,7 +28,39 @@ def _onednn_ops_available() -> bool:
         return False
 
 
-_ONEDNN_AVAILABLE = _onednn_ops_available()
+def _supported_dtypes() -> tuple:
+    """float32, plus the half types this CPU's oneDNN implements (bfloat16 needs AVX512-BF16
+    or AMX, float16 AVX512-FP16 or AMX-FP16; elsewhere oneDNN refuses to build the kernel)."""
+    if not _onednn_ops_available():
+        return ()
+    dtypes = [torch.float32]
+    probes = ((torch.bfloat16, "_is_mkldnn_bf16_supported"), (torch.float16, "_is_mkldnn_fp16_supported"))
+    for dtype, probe in probes:
+        try:
+            if getattr(torch.ops.mkldnn, probe)():
+                dtypes.append(dtype)
+        except (AttributeError, RuntimeError):
+            pass
+    return tuple(dtypes)
+
+
+FUSED_DTYPES = _supported_dtypes()
+ONEDNN_AVAILABLE = bool(FUSED_DTYPES)
+_enabled = os.environ.get(ONEDNN_ENV_VAR, "1") != "0"
+
+
+def onednn_enabled() -> bool:
+    return _enabled
+
+
+def set_onednn_enabled(enabled: bool) -> bool:
+    """Turn the fused CPU path on or off for the process (overrides $ROBERTA_TORCH_ONEDNN,
+    which is read once, at import); returns the previous setting."""
+    global _enabled
+    if not isinstance(enabled, bool):
+        raise TypeError(f"`enabled` must be a bool; got {enabled!r}.")
+    previous, _enabled = _enabled, enabled
+    return previous
 
 
 def _cpu_autocast_enabled() -> bool:
@@ -44,16 +75,15 @@ def uses_fused_cpu_path(
 ) -> bool:
     """True when this call can take oneDNN's fused kernels."""
     return (
-        _ONEDNN_AVAILABLE
+        _enabled
         and x.device.type == "cpu"
-        and x.dtype in _FUSED_DTYPES
+        and x.dtype in FUSED_DTYPES
         and x.dtype == weight.dtype
         and (residual is None or residual.dtype == x.dtype)
         # Autocast casts F.linear's inputs but not oneDNN's: let it do its job.
         and not _cpu_autocast_enabled()
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         and not is_compiling()  # Inductor fuses on its own
-        and os.environ.get(ONEDNN_ENV_VAR, "1") != "0"
     )
 
 

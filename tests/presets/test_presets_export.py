@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import roberta_torch
-from keras_fixtures import preset_dir
+from helpers.keras_fixtures import preset_dir
+from helpers.random_weights import randomize_
 from roberta_torch import RobertaBackbone, XLMRobertaBackbone
 
 CONFIG = dict(
@@ -20,12 +21,7 @@ CONFIG = dict(
 
 
 def random_model(cls=RobertaBackbone, seed=0, **overrides):
-    torch.manual_seed(seed)
-    model = cls(**{**CONFIG, **overrides})
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(torch.randn_like(param) * 0.5)
-    return model.eval()
+    return randomize_(cls(**{**CONFIG, **overrides}), seed, scale=0.5, norm_scale=0.5).eval()
 
 
 def inputs(seed=0):

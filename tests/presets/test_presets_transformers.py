@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import roberta_torch
-from keras_fixtures import max_relative_error
+from helpers.keras_fixtures import max_relative_error
 
 transformers = pytest.importorskip("transformers")
 
@@ -215,7 +215,7 @@ HF_SCRIPT = """
 import json, sys
 import numpy as np, torch
 import roberta_torch
-from keras_fixtures import max_relative_error
+from helpers.keras_fixtures import max_relative_error
 data = np.load(sys.argv[1])
 results = {}
 for repo in ("someone/roberta-hf", "someone/xlmr-hf-sharded"):
@@ -234,8 +234,8 @@ print(json.dumps(results))
 
 
 def test_transformers_repos_through_huggingface_hub_cache(tmp_path):
-    from hub_caches import put_in_hf_cache
-    from test_presets_keras import run_python
+    from helpers.hub_caches import put_in_hf_cache
+    from helpers.subprocesses import run_python
 
     token_ids, mask = right_padded_batch(61, 16)
     expected = {"token_ids": token_ids, "mask": mask}

@@ -1,6 +1,6 @@
 """Real-size checks that need a CUDA GPU (skipped elsewhere; see benchmarks/gpu_session.sh).
 
-The kernel is judged as in tests/test_flash_attention.py (tests/attention_checks.py): against
+The kernel is judged as in tests/kernels/test_flash_attention.py (tests/helpers/attention_checks.py): against
 a float32 reference, our error must stay within twice PyTorch's own error in the same low
 precision (plus a small atol), for the output and dq, dk, dv.
 """
@@ -8,7 +8,7 @@ precision (plus a small atol), for the output and dq, dk, dv.
 import pytest
 import torch
 
-from attention_checks import check_forward_backward, random_qkv
+from helpers.attention_checks import check_forward_backward, random_qkv
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

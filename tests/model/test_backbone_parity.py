@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import roberta_torch
-from keras_fixtures import (
+from helpers.keras_fixtures import (
     FLOAT32_CASES,
     LOW_PRECISION_POLICIES,
     batches,

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import roberta_torch
+from helpers.random_weights import randomize_
 from roberta_torch import RobertaBackbone, layers
 
 SMALL = dict(vocabulary_size=40, num_layers=2, num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=12)
@@ -15,14 +16,6 @@ def random_batch(batch=3, seq=9, vocab=40, seed=0):
     lengths = torch.tensor([seq, max(1, seq // 2), 0][:batch])
     mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
     return {"token_ids": ids, "padding_mask": mask}
-
-
-def randomize_(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if p.dim() == 1 and p.shape[0] == model.hidden_dim else 0.0))
-    return model
 
 
 @pytest.mark.parametrize("padding_free", [True, False])

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import roberta_torch
-from keras_fixtures import batches, max_relative_error, preset_dir
+from helpers.keras_fixtures import batches, max_relative_error, preset_dir
 from roberta_torch.cli import main
 from roberta_torch.presets import registry
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers.paths import REPO_ROOT
 
 
 def test_presets_table(capsys):
@@ -88,7 +88,7 @@ def test_errors_exit_1_with_one_message(capsys):
 
 
 def test_python_dash_m(tmp_path):
-    env = {**os.environ, "PYTHONPATH": REPO_ROOT}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     done = subprocess.run(
         [sys.executable, "-m", "roberta_torch", "presets"],
         capture_output=True,

@@ -14,8 +14,8 @@ import pytest
 import requests
 
 import roberta_torch
-from hub_caches import put_in_kagglehub_cache
-from keras_fixtures import preset_dir
+from helpers.hub_caches import put_in_kagglehub_cache
+from helpers.keras_fixtures import preset_dir
 from roberta_torch.presets import resolve
 from roberta_torch.presets.resolve import resolve_preset
 

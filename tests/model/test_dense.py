@@ -6,12 +6,21 @@ import torch.nn.functional as F
 
 from roberta_torch import RobertaBackbone, dense
 
-pytestmark = pytest.mark.skipif(not dense._ONEDNN_AVAILABLE, reason="torch built without oneDNN")
+pytestmark = pytest.mark.skipif(not dense.ONEDNN_AVAILABLE, reason="torch built without oneDNN")
+
+
+def fused_linear_calls(run) -> int:
+    """How many oneDNN fused linear kernels `run()` launched (read off torch's profiler)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        run()
+    return sum(event.count for event in profile.key_averages() if "_linear_pointwise" in event.key)
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("epilogue", ["none", "gelu", "residual"])
 def test_fused_linear_matches_reference(dtype, tolerance, epilogue):
+    if dtype not in dense.FUSED_DTYPES:
+        pytest.skip(f"this CPU's oneDNN has no {dtype} kernels")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 13, 48, generator=g)
     weight = torch.randn(40, 48, generator=g) * 0.2
@@ -39,7 +48,7 @@ def test_fused_path_is_never_used_where_gradients_are_needed():
         assert dense.uses_fused_cpu_path(x, weight)
 
 
-def test_environment_switch_and_model_level_equality(monkeypatch):
+def test_switch_and_model_level_equality():
     model = RobertaBackbone(vocabulary_size=60, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=24, max_sequence_length=12)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -48,11 +57,22 @@ def test_environment_switch_and_model_level_equality(monkeypatch):
     model.eval()
     ids = torch.randint(0, 60, (3, 12), generator=g)
     mask = torch.arange(12)[None] < torch.tensor([12, 5, 1])[:, None]
-    with torch.no_grad():
-        fused = model({"token_ids": ids, "padding_mask": mask})
-        monkeypatch.setenv(dense.ONEDNN_ENV_VAR, "0")
-        plain = model({"token_ids": ids, "padding_mask": mask})
+    outputs = {}
+
+    def run(name):
+        with torch.no_grad():
+            outputs[name] = model({"token_ids": ids, "padding_mask": mask})
+
+    assert fused_linear_calls(lambda: run("fused")) == 2 * 4  # 4 dense layers per encoder layer
+    previous = dense.set_onednn_enabled(False)
+    try:
+        assert fused_linear_calls(lambda: run("plain")) == 0
+    finally:
+        dense.set_onednn_enabled(previous)
+    fused, plain = outputs["fused"], outputs["plain"]
     assert (fused[mask] - plain[mask]).abs().max() / plain[mask].abs().max() < 1e-5
+    with pytest.raises(TypeError, match="enabled"):
+        dense.set_onednn_enabled("0")
 
 
 def test_cpu_autocast_takes_the_plain_path():

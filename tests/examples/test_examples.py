@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
+from helpers.paths import EXAMPLES
+from helpers.paths import REPO_ROOT as ROOT
 CLASSES = ["food", "sports", "weather"]  # the labels of examples/data/topics.csv, sorted
 needs_distributed = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 

@@ -7,6 +7,7 @@ the 'triton' backend is exercised for real, on small shapes.
 import pytest
 import torch
 
+from helpers.random_weights import randomize_
 from roberta_torch import RobertaBackbone, attention
 
 pytest.importorskip("triton")
@@ -16,27 +17,42 @@ TINY = dict(vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=64, interm
 
 
 def randomized(**kwargs):
-    model = RobertaBackbone(**TINY, **kwargs)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_((torch.randn(p.shape, generator=g) * (0.05 if "norm" in name else 0.15) + (1.0 if "norm.weight" in name else 0.0)).to(p.dtype))
-    return model.eval()
+    return randomize_(RobertaBackbone(**TINY, **kwargs), scale=0.15, norm_scale=0.05).eval()
 
 
-def test_requested_backend_from_argument_and_environment(monkeypatch):
-    monkeypatch.delenv(attention.BACKEND_ENV_VAR, raising=False)
+@pytest.fixture
+def default_backend():
+    """Set the process-wide default backend for one test, restored afterwards."""
+    previous = attention.default_backend()
+    yield attention.set_default_backend
+    attention.set_default_backend(previous)
+
+
+def test_requested_backend_from_argument_and_default(default_backend):
+    default_backend("auto")
     assert attention.requested_backend() == "auto"
-    monkeypatch.setenv(attention.BACKEND_ENV_VAR, "sdpa")
+    default_backend("sdpa")
     assert attention.requested_backend() == "sdpa"
     assert attention.requested_backend("triton") == "triton"  # the argument wins
-    monkeypatch.setenv(attention.BACKEND_ENV_VAR, "flash")
-    with pytest.raises(ValueError, match="ROBERTA_TORCH_ATTENTION"):
-        attention.requested_backend()
+    with pytest.raises(ValueError, match="set_default_backend"):
+        default_backend("flash")
+    with pytest.raises(ValueError, match="attention_backend"):
+        attention.requested_backend("flash")
 
 
-def test_auto_never_picks_triton_on_cpu(monkeypatch):
-    monkeypatch.delenv(attention.BACKEND_ENV_VAR, raising=False)
+def test_environment_variable_is_read_once_at_import():
+    from helpers.subprocesses import run_python
+
+    script = (
+        "import os, roberta_torch.attention as a; print(a.default_backend());"
+        "os.environ['ROBERTA_TORCH_ATTENTION'] = 'triton'; print(a.requested_backend())"
+    )
+    assert run_python(script, {"ROBERTA_TORCH_ATTENTION": "sdpa"}).split() == ["sdpa", "sdpa"]
+    assert run_python(script, {"ROBERTA_TORCH_ATTENTION": "flash"}).split() == ["auto", "auto"]
+
+
+def test_auto_never_picks_triton_on_cpu(default_backend):
+    default_backend("auto")
     q = torch.randn(1, 4, 2, 32, dtype=torch.bfloat16)
     assert attention.choose_backend(q, 0.0) == "sdpa"
     assert attention.choose_backend(q, 0.0, "triton") == "triton"  # interpreter
@@ -75,40 +91,27 @@ def test_triton_and_sdpa_backends_agree_on_the_model(padding_free):
     assert triton_error <= 2 * sdpa_error + 2e-2, (triton_error, sdpa_error)
 
 
-def test_environment_override_reaches_the_model(monkeypatch):
-    calls = []
-    import roberta_torch.attention as module
-
-    original = module._sdpa_padded
-    monkeypatch.setattr(module, "_sdpa_padded", lambda *a: calls.append("sdpa") or original(*a))
+def test_default_backend_reaches_the_model(default_backend):
     model = randomized(dtype="bfloat16", padding_free=False)
     ids = torch.randint(0, 50, (2, 5))
-    monkeypatch.setenv(attention.BACKEND_ENV_VAR, "sdpa")
-    with torch.no_grad():
+    default_backend("sdpa")
+    with torch.no_grad(), attention.record_dispatch() as calls:
         model({"token_ids": ids})
-    assert calls == ["sdpa", "sdpa"]
-    calls.clear()
-    monkeypatch.setenv(attention.BACKEND_ENV_VAR, "triton")
-    with torch.no_grad():
+    assert calls == [("sdpa", "padded")] * 2
+    default_backend("triton")
+    with torch.no_grad(), attention.record_dispatch() as calls:
         model({"token_ids": ids})
-    assert calls == []
+    assert calls == [("triton", "padded")] * 2
 
 
-def test_prefix_lengths_feed_triton_and_other_masks_fall_back_to_sdpa(monkeypatch):
-    import roberta_torch.attention as module
-
-    seen = []
-    original = module._triton_padded
-    monkeypatch.setattr(module, "_triton_padded", lambda q, k, v, lengths, p: seen.append(lengths) or original(q, k, v, lengths, p))
+def test_prefix_lengths_feed_triton_and_other_masks_fall_back_to_sdpa():
     model = randomized(dtype="bfloat16", padding_free=False, attention_backend="triton")
     ids = torch.randint(0, 50, (3, 19))
     mask = torch.arange(19)[None, :] < torch.tensor([19, 7, 0])[:, None]
-    with torch.no_grad():
+    with torch.no_grad(), attention.record_dispatch() as calls:
         model({"token_ids": ids, "padding_mask": mask})
-    assert [lengths.tolist() for lengths in seen] == [[19, 7, 0]] * 2
-    assert seen[0] is seen[1]  # the prefix test ran once per forward, not per layer
-    seen.clear()
+    assert calls == [("triton", "padded")] * 2
     mask[0, 0] = False  # no longer a prefix: SDPA's general mask takes it
-    with torch.no_grad():
+    with torch.no_grad(), attention.record_dispatch() as calls:
         model({"token_ids": ids, "padding_mask": mask})
-    assert seen == []
+    assert calls == [("sdpa", "masked")] * 2

@@ -4,6 +4,7 @@ pad once) equals the padded path on every valid position."""
 import pytest
 import torch
 
+from helpers.random_weights import randomize_
 from roberta_torch import RobertaBackbone, XLMRobertaBackbone
 from roberta_torch.padding import pad, packed_layout, unpad
 
@@ -11,13 +12,7 @@ CONFIG = dict(vocabulary_size=97, num_layers=3, num_heads=3, hidden_dim=24, inte
 
 
 def randomized(cls=RobertaBackbone, seed=0, **kwargs):
-    model = cls(**CONFIG, **kwargs)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            scale = 0.1 if "norm" in name else 0.3
-            p.copy_(torch.randn(p.shape, generator=g) * scale + (1.0 if "norm.weight" in name else 0.0))
-    return model.eval()
+    return randomize_(cls(**CONFIG, **kwargs), seed).eval()
 
 
 def random_mask(batch, seq, generator, prefix=True):

@@ -25,9 +25,8 @@ from roberta_torch.tokenizers import RobertaTokenizer, XLMRobertaTokenizer
 # keras reads its backend once, at first import (keras_hub is imported lazily below).
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-FIXTURES = REPO_ROOT / "tests" / "fixtures" / "tokenizers"
-TINY_PRESET = REPO_ROOT / "roberta_torch" / "assets" / "presets" / "roberta_tiny_random"
+from helpers.paths import REPO_ROOT, TINY_PRESET
+from helpers.paths import TOKENIZER_FIXTURES as FIXTURES
 EXPECTED = json.loads((FIXTURES / "expected_preprocessors.json").read_text(encoding="utf-8"))
 PRESET_DIRS = {"roberta_tiny_random": TINY_PRESET, "xlm_roberta": FIXTURES / "xlm_roberta"}
 CASES = [(name, case) for name, cases in EXPECTED.items() for case in cases]

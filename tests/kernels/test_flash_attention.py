@@ -24,7 +24,7 @@ from roberta_torch.kernels import (
 )
 from roberta_torch.kernels import flash_attn
 
-from attention_checks import check_forward_backward, random_qkv
+from helpers.attention_checks import check_forward_backward, random_qkv
 
 @pytest.fixture(scope="module")
 def device():

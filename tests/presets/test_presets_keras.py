@@ -12,22 +12,12 @@ import pytest
 import torch
 
 import roberta_torch
-from hub_caches import put_in_hf_cache, put_in_kagglehub_cache
-from keras_fixtures import FLOAT32_CASES, batches, max_relative_error, preset_dir
+from helpers.hub_caches import put_in_hf_cache, put_in_kagglehub_cache
+from helpers.keras_fixtures import FLOAT32_CASES, batches, max_relative_error, preset_dir, worst_error
+from helpers.subprocesses import run_python
 from roberta_torch import RobertaBackbone, XLMRobertaBackbone
 
 TOLERANCE = 1e-5
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(TESTS_DIR)
-
-
-def worst_error(model, case):
-    worst = 0.0
-    with torch.no_grad():
-        for token_ids, padding_mask, expected in batches(case):
-            out = model({"token_ids": token_ids, "padding_mask": padding_mask}).float().numpy()
-            worst = max(worst, max_relative_error(out, expected, padding_mask))
-    return worst
 
 
 @pytest.mark.parametrize("case", FLOAT32_CASES)
@@ -122,9 +112,8 @@ def test_sharded_preset_through_kagglehub_cache(tmp_path, monkeypatch):
 
 HF_SCRIPT = textwrap.dedent("""
     import json, sys
-    sys.path.insert(0, {tests!r})
     import roberta_torch
-    from test_presets_keras import worst_error
+    from helpers.keras_fixtures import worst_error
     results = {{}}
     for repo, case in {cases!r}:
         model = roberta_torch.Backbone.from_preset("hf://" + repo)
@@ -137,28 +126,12 @@ HF_SCRIPT = textwrap.dedent("""
     """)
 
 
-def run_python(script, env_updates, *args):
-    """Run `script` in a fresh interpreter (tests/ and the repository on its path)."""
-    env = {**os.environ, **env_updates}
-    env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT, TESTS_DIR, env.get("PYTHONPATH", "")])
-    done = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO_ROOT,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    return done.stdout
-
-
 def test_huggingface_hub_cache(tmp_path):
     # huggingface_hub reads HF_HOME / HF_HUB_OFFLINE when imported: use a fresh interpreter.
     cases = [("someone/xlm-tiny", "xlm_roberta_2layer"), ("someone/sharded", "roberta_sharded")]
     for repo, case in cases:
         put_in_hf_cache(tmp_path, repo, preset_dir(case))
-    script = HF_SCRIPT.format(tests=TESTS_DIR, cases=cases)
+    script = HF_SCRIPT.format(cases=cases)
     out = run_python(script, {"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
     results = json.loads(out.strip().splitlines()[-1])
     assert results["someone/xlm-tiny"][0] == "XLMRobertaBackbone"

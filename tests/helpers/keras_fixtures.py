@@ -6,9 +6,8 @@ import pathlib
 
 import numpy as np
 
-FIXTURES = pathlib.Path(__file__).parent / "fixtures"
-PRESETS = FIXTURES / "keras_presets"
-OUTPUTS = FIXTURES / "keras_outputs"
+from .paths import KERAS_OUTPUTS as OUTPUTS
+from .paths import KERAS_PRESETS as PRESETS
 
 FLOAT32_CASES = ["roberta_1layer", "roberta_3layer_oddhead", "xlm_roberta_2layer", "roberta_dropout0", "roberta_sharded"]
 LOW_PRECISION_POLICIES = ["bfloat16", "float16", "mixed_bfloat16"]
@@ -34,3 +33,15 @@ def max_relative_error(actual: np.ndarray, expected: np.ndarray, mask: np.ndarra
         return 0.0
     diff = np.abs(actual[valid].astype(np.float64) - expected[valid].astype(np.float64)).max()
     return float(diff / np.abs(expected[valid]).max())
+
+
+def worst_error(model, case: str) -> float:
+    """The model's worst relative error against keras_hub's recorded outputs of `case`."""
+    import torch
+
+    worst = 0.0
+    with torch.no_grad():
+        for token_ids, padding_mask, expected in batches(case):
+            out = model({"token_ids": token_ids, "padding_mask": padding_mask}).float().numpy()
+            worst = max(worst, max_relative_error(out, expected, padding_mask))
+    return worst
