@@ -18,7 +18,6 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import roberta_torch
-from roberta_torch.presets import resolve, saving  # to copy the preset's tokenizer beside a save
 
 DATA = pathlib.Path(__file__).parent / "data" / "topics.csv"
 EVAL_FRACTION = 0.2  # rows held out for accuracy
@@ -180,8 +179,8 @@ def main() -> int:
         log(f"eval accuracy: {correct / len(eval_rows):.3f} ({correct}/{len(eval_rows)}); "
             f"majority class: {majority / len(eval_rows):.3f}")
     if rank == 0 and args.save:  # a Keras preset (roberta_torch and keras_hub load it) + its tokenizer
-        backbone.save_to_preset(args.save)
-        saving.copy_tokenizer_files(resolve.resolve_preset(args.preset), args.save)
+        backbone.save_to_preset(args.save, overwrite=True)
+        preprocessor.save_to_preset(args.save)  # its tokenizer too, as keras_hub writes them
         head = {k: v for k, v in classifier.state_dict().items() if not k.startswith("backbone.")}
         torch.save({"state_dict": head, "labels": labels}, args.save / "classifier_head.pt")
         log(f"saved the fine-tuned backbone preset and classifier_head.pt to {args.save}")

@@ -12,6 +12,8 @@ from torch.utils.checkpoint import checkpoint
 
 from . import attention
 from .dtype_policy import DTypePolicy, get_dtype_policy
+from .presets import loading, registry, saving
+from .presets.preset import Preset, open_preset
 from .inputs import is_compiling, prepare_inputs
 from .layers import LAYER_NORM_EPSILON, LayerNorm32, TransformerEncoderLayer, init_kernel_
 from .padding import pad, packed_layout, unpad
@@ -47,25 +49,51 @@ def _check_positive_int(value, argument: str) -> int:
 
 
 class Backbone(nn.Module):
-    """Base class: config round trip, presets, dtype policy plumbing."""
+    """Base class: config round trip, presets, dtype policy plumbing.
+
+    Subclasses register themselves by their Keras class name, so a preset picks its class
+    by name (the presets package imports no model class).
+    """
 
     keras_class_name = "Backbone"
     keras_module = "keras_hub.src.models.backbone"
     keras_config_name = "backbone"
+    _classes: dict = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "keras_class_name" in cls.__dict__:  # a class of its own, not a user's subclass
+            Backbone._classes[cls.keras_class_name] = cls
+
+    @classmethod
+    def class_for_preset(cls, class_name: str, preset) -> type:
+        """The class to build for a preset holding `class_name`, if it is `cls` or a subclass."""
+        preset_cls = Backbone._classes.get(class_name)
+        handle = preset.handle if isinstance(preset, Preset) else preset
+        if preset_cls is None:
+            raise ValueError(
+                f"Preset {str(handle)!r} holds a {class_name}, which roberta_torch does not implement "
+                f"(supported: {', '.join(Backbone._classes)})."
+            )
+        if not issubclass(preset_cls, cls):
+            raise ValueError(
+                f"Preset {str(handle)!r} holds a {class_name}, which {cls.__name__}.from_preset cannot load; use "
+                f"{class_name}.from_preset or roberta_torch.Backbone.from_preset."
+            )
+        return preset_cls
 
     @_ClassProperty
     def presets(cls) -> dict:
         """Builtin presets this class can load: name -> metadata (a class lists its
         subclasses' presets too, as in keras_hub)."""
-        from .presets.registry import presets_for_class
-
-        return presets_for_class(cls)
+        names = [name for name, c in Backbone._classes.items() if issubclass(c, cls)]
+        return registry.presets_for_classes(names)
 
     @classmethod
-    def from_preset(cls, preset: str, load_weights: bool = True, **kwargs) -> "Backbone":
+    def from_preset(cls, preset, load_weights: bool = True, **kwargs) -> "Backbone":
         """Build the backbone a preset describes: a builtin name, `kaggle://...`,
-        `hf://...` or a local directory (Keras preset, transformers checkpoint, or our
-        safetensors export).
+        `hf://...`, a local directory (Keras preset, transformers checkpoint, or our
+        safetensors export), or an already opened `Preset`.
 
         `kwargs` override the stored config (dtype, dropout, padding_free, device, ...).
         Keras presets load in float32 unless `dtype=` is given, as in keras_hub.
@@ -73,15 +101,34 @@ class Backbone(nn.Module):
         `torch.load(weights_only=True)`). The model comes back in eval mode, like
         transformers' `from_pretrained`; call `.train()` to fine-tune.
         """
-        from .presets.loading import backbone_from_preset
+        allow_pickle = kwargs.pop("allow_pickle", False)
+        if not isinstance(allow_pickle, bool):
+            raise TypeError(f"`allow_pickle` must be a bool; got {type(allow_pickle).__name__} ({allow_pickle!r}).")
+        if not isinstance(load_weights, bool):
+            raise TypeError(f"`load_weights` must be a bool; got {type(load_weights).__name__} ({load_weights!r}).")
+        builtin = registry.builtin_architecture(preset)
+        if not load_weights and builtin is not None:
+            # The architecture of a builtin is known: no download.
+            class_name, config = builtin
+            return cls.class_for_preset(class_name, preset)(**{**config, **kwargs}).eval()
 
-        return backbone_from_preset(cls, preset, load_weights=load_weights, **kwargs)
+        preset = open_preset(preset, allow_pickle=allow_pickle)
+        backbone_cls = cls.class_for_preset(preset.class_name, preset)
+        _, stored, dims = preset.parse(kwargs)
+        config = {**stored, **kwargs}
+        if not load_weights:
+            return backbone_cls(**config).eval()
+        device = config.pop("device", None)
+        source, description = loading.read_weights_header(preset, config)
+        model = backbone_cls(**config, device="meta")
+        loading.load_backbone_weights(model, preset, config, dims, source, description, device=device)
+        return model.eval()
 
-    def save_to_preset(self, directory, format: str = "keras") -> None:
-        """Write a preset: `format="keras"` (loadable by keras_hub) or `"safetensors"`."""
-        from .presets.saving import save_preset
-
-        save_preset(self, directory, format=format)
+    def save_to_preset(self, directory, format: str = "keras", *, overwrite: bool = False) -> None:
+        """Write a preset: `format="keras"` (loadable by keras_hub) or `"safetensors"`
+        (roberta_torch's native export). A non-empty `directory` is replaced only with
+        `overwrite=True`; an interrupted save leaves nothing half-written."""
+        saving.save_preset(self, directory, format=format, overwrite=overwrite)
 
     @classmethod
     def from_config(cls, config: dict) -> "Backbone":
@@ -293,7 +340,3 @@ class XLMRobertaBackbone(RobertaBackbone):
     keras_config_name = "xlm_roberta_backbone"
 
 
-BACKBONE_CLASSES = {
-    RobertaBackbone.keras_class_name: RobertaBackbone,
-    XLMRobertaBackbone.keras_class_name: XLMRobertaBackbone,
-}

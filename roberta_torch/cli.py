@@ -40,21 +40,20 @@ def _cmd_presets(args) -> int:
 
 def _cmd_info(args) -> int:
     from .backbone import Backbone
-    from .presets.loading import check_backbone_class, inspect_directory
-    from .presets.resolve import resolve_preset
+    from .presets.preset import open_preset
 
-    directory = resolve_preset(args.preset, allow_pickle=args.allow_pickle)
-    info = inspect_directory(directory)
-    check_backbone_class(Backbone, info.class_name, args.preset)
-    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    preset = open_preset(args.preset, allow_pickle=args.allow_pickle)
+    Backbone.class_for_preset(preset.class_name, preset)
+    _, config, _ = preset.parse({"dropout": None})
+    files = sorted(p for p in preset.directory.rglob("*") if p.is_file())
     report = {
         "preset": args.preset,
-        "directory": str(directory),
-        "format": info.format,
-        "class_name": info.class_name,
-        "config": info.config,
-        "parameters": registry.count_parameters(info.config),
-        "files": {str(p.relative_to(directory)): p.stat().st_size for p in files},
+        "directory": str(preset.directory),
+        "format": preset.format_name,
+        "class_name": preset.class_name,
+        "config": config,
+        "parameters": registry.count_parameters(config),
+        "files": {str(p.relative_to(preset.directory)): p.stat().st_size for p in files},
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -65,7 +64,7 @@ def _cmd_info(args) -> int:
     print(f"class:      {report['class_name']}")
     print(f"parameters: {report['parameters']:,}")
     print("config:")
-    for key, value in info.config.items():
+    for key, value in config.items():
         print(f"  {key}: {value!r}")
     print("files:")
     for name, size in report["files"].items():
@@ -73,20 +72,43 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _source_preprocessor_or_tokenizer(preset):
+    """The preset's preprocessor (when it saved one) or tokenizer, or None if it has neither."""
+    from .preprocessor import Preprocessor
+    from .presets import files
+    from .tokenizers import Tokenizer
+
+    try:
+        if preset.file(files.KERAS_PREPROCESSOR_FILE) is not None:
+            return Preprocessor.from_preset(preset)
+        return Tokenizer.from_preset(preset)
+    except FileNotFoundError as error:
+        if any(preset.file(name) for name in files.TOKENIZER_FILES + (files.HF_TOKENIZER_FILE,)):
+            logger.warning("The preset's tokenizer files are incomplete; no tokenizer written: %s", error)
+        return None
+
+
 def _cmd_convert(args) -> int:
     from .backbone import Backbone
-    from .presets.loading import backbone_from_preset, inspect_directory
-    from .presets.resolve import resolve_preset
-    from .presets.saving import copy_tokenizer_files, save_preset
+    from .presets import files, saving
+    from .presets.preset import open_preset
 
-    directory = resolve_preset(args.preset, allow_pickle=args.allow_pickle)
+    preset = open_preset(args.preset, allow_pickle=args.allow_pickle)
     overrides = {"dtype": args.dtype} if args.dtype else {}
-    model = backbone_from_preset(Backbone, str(directory), allow_pickle=args.allow_pickle, **overrides)
-    out = save_preset(model, args.out_dir, format=args.to)
-    copied = copy_tokenizer_files(directory, out) if inspect_directory(directory).format == "keras" else []
-    extra = f" (+ tokenizer: {', '.join(copied)})" if copied else ""
+    model = Backbone.from_preset(preset, **overrides)
+    text = _source_preprocessor_or_tokenizer(preset)
+    note = ""
+    with files.staged_directory(args.out_dir, overwrite=args.overwrite, argument="OUT_DIR") as staging:
+        saving.write_backbone(model, staging, args.to)
+        if text is not None:
+            try:
+                text.save_to_preset(staging)
+                note = f" (+ {type(text).__name__})"
+            except ValueError as error:  # e.g. an XLM-R tokenizer without its sentencepiece model
+                logger.warning("The tokenizer was not written: %s", error)
     print(
-        f"Wrote {type(model).__name__} ({model.num_parameters():,} parameters) as a {args.to} preset to {out}{extra}"
+        f"Wrote {type(model).__name__} ({model.num_parameters():,} parameters) as a {args.to} preset to "
+        f"{args.out_dir}{note}"
     )
     return 0
 
@@ -110,8 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--to", choices=("keras", "safetensors"), required=True, help="output format")
     convert.add_argument("--dtype", help="dtype policy of the written weights (default: the preset's)")
     convert.add_argument("--allow-pickle", action="store_true", help="allow transformers' pytorch_model.bin")
+    convert.add_argument(
+        "--overwrite", action="store_true", help="replace OUT_DIR if it is not empty (atomically, as a whole)"
+    )
     convert.set_defaults(run=_cmd_convert)
     return parser
+
+
+def _is_user_error(error: BaseException) -> bool:
+    """Errors that come from the input, the files or the environment, not from a bug here."""
+    if isinstance(error, (ValueError, TypeError, OSError, ImportError, RecursionError, MemoryError)):
+        return True
+    # safetensors and h5py raise their own types for unreadable or unwritable files.
+    return type(error).__name__ in ("SafetensorError", "HDF5ExtError")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError, ImportError) as error:  # OSError: files, network
-        print(f"roberta-torch {args.command}: error: {error}", file=sys.stderr)
+    except Exception as error:
+        if not _is_user_error(error):
+            raise  # a bug in roberta_torch: keep the traceback
+        message = str(error) or type(error).__name__
+        if isinstance(error, RecursionError):
+            message = "the input is nested too deeply to be a preset file"
+        print(f"roberta-torch {args.command}: error: {message}", file=sys.stderr)
         return 1

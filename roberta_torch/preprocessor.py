@@ -17,15 +17,26 @@ The ids of every row equal keras_hub's (its rows cut to the batch width).
 from __future__ import annotations
 
 import numbers
+import pathlib
 
 import torch
 
+from .presets import files, tokenizer_files
+from .presets.preset import open_preset
 from .tokenizers.base import Tokenizer, canonicalize_texts
 from .tokenizers.roberta_tokenizer import RobertaTokenizer
 from .tokenizers.xlm_roberta_tokenizer import XLMRobertaTokenizer
 
 TRUNCATE_CHOICES = ("round_robin", "waterfall")
 DEFAULT_SEQUENCE_LENGTH = 512  # keras_hub's default
+# keras_hub's preprocessor class (and module) for each tokenizer class.
+_KERAS_PREPROCESSORS = {
+    "RobertaTokenizer": ("RobertaTextClassifierPreprocessor", "keras_hub.src.models.roberta.roberta_text_classifier_preprocessor"),
+    "XLMRobertaTokenizer": (
+        "XLMRobertaTextClassifierPreprocessor",
+        "keras_hub.src.models.xlm_roberta.xlm_roberta_text_classifier_preprocessor",
+    ),
+}
 
 
 def truncate_round_robin(lengths: list[int], budget: int) -> list[int]:
@@ -115,19 +126,41 @@ class Preprocessor:
 
         The default is the `sequence_length` in the preset's preprocessor.json when there
         is one, else min(512, the backbone's max_sequence_length), so that packed rows
-        always fit the backbone.
+        always fit the backbone. The preset is resolved once for both.
         """
-        from .tokenizers.loading import read_json, config_max_sequence_length, resolve_directory
-
-        directory = resolve_directory(preset)
-        tokenizer = cls.tokenizer_cls.from_preset(str(directory))
+        preset = open_preset(preset, require_config=False)
+        tokenizer = cls.tokenizer_cls.from_preset(preset)
+        saved = (preset.json(files.KERAS_PREPROCESSOR_FILE) or {}).get("config")
+        saved = saved if isinstance(saved, dict) else {}
         if sequence_length is None:
-            saved = (read_json(directory / "preprocessor.json") or {}).get("config", {})
-            sequence_length = saved.get("sequence_length") if isinstance(saved, dict) else None
+            sequence_length = saved.get("sequence_length")
+        if "truncate" not in kwargs and saved.get("truncate") in TRUNCATE_CHOICES:
+            kwargs["truncate"] = saved["truncate"]
         if sequence_length is None:
-            max_length = config_max_sequence_length(directory)
+            max_length = preset.max_sequence_length
             sequence_length = min(DEFAULT_SEQUENCE_LENGTH, max_length or DEFAULT_SEQUENCE_LENGTH)
         return cls(tokenizer, sequence_length=sequence_length, **kwargs)
+
+    def get_config(self) -> dict:
+        return {"sequence_length": self.sequence_length, "truncate": self.truncate}
+
+    def save_to_preset(self, directory) -> pathlib.Path:
+        """Write what keras_hub writes for its TextClassifierPreprocessor: preprocessor.json
+        plus the tokenizer's files, so `keras_hub.models.TextClassifierPreprocessor.from_preset`
+        (and this class) load it back."""
+        directory = self.tokenizer.save_to_preset(directory)
+        class_name, module = _KERAS_PREPROCESSORS[self.tokenizer.keras_class_name]
+        config = {
+            "name": self.tokenizer.keras_config_name.replace("_tokenizer", "_text_classifier_preprocessor"),
+            "trainable": True,
+            "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None},
+            "tokenizer": tokenizer_files.keras_tokenizer_config(self.tokenizer),
+            "config_file": files.KERAS_PREPROCESSOR_FILE,
+            **self.get_config(),
+        }
+        spec = {"module": module, "class_name": class_name, "config": config, "registered_name": f"keras_hub>{class_name}"}
+        files.write_json(directory / files.KERAS_PREPROCESSOR_FILE, spec)
+        return directory
 
     # -- call -------------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    KERAS_BACKEND=torch /work/venv/bin/python tools/make_tiny_preset.py
+    KERAS_BACKEND=torch python tools/make_tiny_preset.py
 
 What it does, deterministically:
 

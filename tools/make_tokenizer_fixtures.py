@@ -2,7 +2,7 @@
 
 Run from the repository root (after tools/make_tiny_preset.py, whose vocabulary it uses):
 
-    KERAS_BACKEND=torch /work/venv/bin/python tools/make_tokenizer_fixtures.py
+    KERAS_BACKEND=torch python tools/make_tokenizer_fixtures.py
 
 It runs the REAL keras_hub tokenizers and preprocessors (and transformers' tokenizers,
 as a second reference) on `TRICKY_STRINGS` and writes what they return:

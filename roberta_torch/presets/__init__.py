@@ -1,8 +1,9 @@
-"""Presets: where weights come from (registry, resolve), how they are read and written
-(keras_format, transformers_format, safetensors_format), and the two entry points the
-backbone delegates to (loading.backbone_from_preset, saving.save_preset).
+"""Presets: where files come from (registry, resolve), one reader per preset (preset.Preset,
+made by preset.open_preset), the formats a directory can hold (formats: keras_format,
+transformers_format, native_format, one small protocol), the tokenizer files
+(tokenizer_files), shared file helpers (files: names, JSON, shard index, safetensors,
+link-safe atomic writes), and loading/saving of backbone weights.
 
-Nothing here is imported by `import roberta_torch`; the backbone imports these modules
-lazily, and they import their optional clients (h5py, safetensors, kagglehub,
-huggingface_hub) only inside the functions that need them.
+Nothing here imports a model or tokenizer class (the classes pick themselves by the names a
+preset records), so there are no import cycles; hub clients are imported lazily.
 """

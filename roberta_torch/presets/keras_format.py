@@ -15,22 +15,22 @@ are refused, and every dataset's shape is checked before its data is read.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
-import os
 import pathlib
 from collections.abc import Mapping
 
 import torch
 
-from .mapping import COPY, TRANSPOSE, Row, SourceTensor, Transform, check_shard_name, table_rows
+from . import files
+from .files import CONFIG_FILE, KERAS_METADATA_FILE, KERAS_WEIGHTS_FILE, KERAS_WEIGHTS_INDEX
+from .mapping import COPY, TRANSPOSE, Row, SourceTensor, Transform, source_tensors_from_state_dict, table_rows
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-METADATA_FILE = "metadata.json"
-WEIGHTS_FILE = "model.weights.h5"
-SHARDED_WEIGHTS_INDEX = "model.weights.json"
+NAME = "keras"
+IGNORED_PREFIXES: tuple[str, ...] = ()
+# transformer_encoder -> layer 0, transformer_encoder_<k> -> layer k.
+LAYER_KEY_PATTERN = r"^layers/transformer_encoder(?:_(\d+))?/"
 # The Keras versions whose file layout this module writes (metadata.json records them).
 KERAS_VERSION = "3.15.1"
 KERAS_HUB_VERSION = "0.32.0"
@@ -149,10 +149,10 @@ def encoder_group(index: int) -> str:
     return "transformer_encoder" if index == 0 else f"transformer_encoder_{index}"
 
 
-def conversion_rows(num_layers: int) -> list[Row]:
-    """The Keras <-> model table for a backbone with `num_layers` layers."""
+def conversion_rows(config: dict, model_keys=None) -> list[Row]:
+    """The Keras <-> model table for a backbone with `config["num_layers"]` layers."""
     rows = table_rows(_EMBEDDING_TABLE)
-    for i in range(num_layers):
+    for i in range(config["num_layers"]):
         rows += table_rows(_ENCODER_TABLE, f"layers/{encoder_group(i)}/", f"layers.{i}.")
     return rows
 
@@ -168,7 +168,49 @@ def tree_groups(num_layers: int, model_name: str) -> list[tuple[str, str]]:
     return groups
 
 
+def table_dims(config: dict, parsed_dims: dict) -> dict:
+    return {"num_heads": config["num_heads"]}
+
+
 # -- config -----------------------------------------------------------------------------------
+
+
+def is_config(raw: dict) -> bool:
+    return "class_name" in raw and "config" in raw
+
+
+def parse_config(raw: dict, path, overrides: dict) -> tuple[str, dict, dict]:
+    """Keras config.json -> (class name, constructor config, table dims).
+
+    As in keras_hub, the stored dtype policy is not used (the model is float32 unless
+    `dtype=` is passed), but a policy we cannot represent is still refused.
+    """
+    from ..dtype_policy import get_dtype_policy
+
+    class_name, config = raw.get("class_name"), raw.get("config")
+    if not isinstance(class_name, str) or not isinstance(config, dict):
+        raise ValueError(
+            f"{path}: a Keras preset config needs string 'class_name' and object 'config' entries."
+        )
+    config = dict(config)
+    stored = config.pop("dtype", None)
+    if stored is not None:
+        get_dtype_policy(stored)
+    return class_name, config, {}
+
+
+def class_name(raw: dict, path) -> str:
+    return parse_config(raw, path, {})[0]
+
+
+def max_sequence_length(raw: dict) -> int | None:
+    config = raw.get("config")
+    value = config.get("max_sequence_length") if isinstance(config, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def hub_weight_candidates(allow_pickle: bool) -> tuple[str, ...]:
+    return (KERAS_WEIGHTS_FILE, KERAS_WEIGHTS_INDEX)
 
 
 def keras_config(model) -> dict:
@@ -214,34 +256,36 @@ def _import_h5py():
     return h5py
 
 
-def weight_files(directory: pathlib.Path) -> list[pathlib.Path]:
+def weight_files(directory: pathlib.Path, root=None) -> list[pathlib.Path]:
     """The .h5 files holding a preset's weights: model.weights.h5, or the shards that
     model.weights.json names. FileNotFoundError names the missing file and the directory."""
-    single = directory / WEIGHTS_FILE
-    if single.is_file():
+    single = files.preset_file(directory, KERAS_WEIGHTS_FILE, root)
+    if single is not None:
         return [single]
-    index = directory / SHARDED_WEIGHTS_INDEX
-    if not index.is_file():
+    index = files.preset_file(directory, KERAS_WEIGHTS_INDEX, root)
+    if index is None:
         raise FileNotFoundError(
-            f"No Keras weights in preset directory {str(directory)!r}: neither {WEIGHTS_FILE} "
-            f"nor {SHARDED_WEIGHTS_INDEX} exists."
+            f"No Keras weights in preset directory {str(directory)!r}: neither {KERAS_WEIGHTS_FILE} "
+            f"nor {KERAS_WEIGHTS_INDEX} exists."
         )
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        names = set()
-        for value in weight_map.values():
-            names.update(value if isinstance(value, list) else [value])
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(f"{index} is not a Keras sharded-weights index ({error}).") from error
-    files = []
-    for name in sorted(names):
-        path = directory / check_shard_name(name, str(index))
-        if not path.is_file():
+    shards = []
+    for name in files.shard_names(index):
+        path = files.preset_file(directory, name, root)
+        if path is None:
             raise FileNotFoundError(
-                f"Shard {name} named by {SHARDED_WEIGHTS_INDEX} is missing from preset directory {str(directory)!r}."
+                f"Shard {name} named by {KERAS_WEIGHTS_INDEX} is missing from preset directory {str(directory)!r}."
             )
-        files.append(path)
-    return files
+        shards.append(path)
+    return shards
+
+
+def read_tensors(directory: pathlib.Path, *, allow_pickle: bool = False, root=None):
+    """(every dataset of the weight files, description of the files)."""
+    weights = weight_files(directory, root)
+    description = (
+        ", ".join(str(f) for f in weights) if len(weights) < 3 else f"{weights[0].parent} ({len(weights)} shards)"
+    )
+    return read_source_tensors(weights), description
 
 
 def _dataset_dtype(dataset) -> str:
@@ -293,6 +337,13 @@ def _walk(group, prefix: str, path: pathlib.Path, depth: int, out: dict) -> None
             if name in out:
                 raise ValueError(f"Dataset {name!r} appears in both {out[name].file} and {path.name}.")
             dtype = _dataset_dtype(item)
+            declared = item.size * item.dtype.itemsize
+            if item.compression is None and declared > path.stat().st_size:
+                # Checked before any allocation: a forged header must not cost gigabytes.
+                raise ValueError(
+                    f"Refusing {path}: dataset {name!r} declares {declared:,} bytes of data, more than "
+                    f"the whole file ({path.stat().st_size:,} bytes); the file is corrupt or truncated."
+                )
             out[name] = SourceTensor(tuple(item.shape), dtype, path.name, _dataset_loader(path, name, dtype))
         else:
             raise ValueError(
@@ -329,9 +380,10 @@ def _to_numpy(tensor: torch.Tensor):
 def write_weights(
     path: pathlib.Path, source_tensors: Mapping[str, torch.Tensor], groups: list[tuple[str, str]]
 ) -> None:
-    """Write the full Keras tree: every `vars` group with its `name`, then the datasets."""
+    """Write the full Keras tree: every `vars` group with its `name`, then the datasets
+    (through a fresh temporary file renamed into place)."""
     h5py = _import_h5py()
-    with h5py.File(path, "w") as f:
+    with files.atomic_output(path) as temporary, h5py.File(temporary, "w") as f:
         for group_path, layer_name in groups:
             vars_group = f.require_group(f"{group_path}/vars" if group_path else "vars")
             vars_group.attrs["name"] = layer_name
@@ -342,7 +394,13 @@ def write_weights(
                 dataset.attrs["dtype"] = "bfloat16"
 
 
-def write_json(path: pathlib.Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=4), encoding="utf-8")
-    os.replace(tmp, path)
+def save(model, directory: pathlib.Path) -> None:
+    """config.json + metadata.json + model.weights.h5, exactly as keras_hub writes them; the
+    tensors come from the reader's table applied backwards. Weights first, configs last."""
+    config = model.get_config()
+    rows = conversion_rows(config)
+    tensors = source_tensors_from_state_dict(rows, model.state_dict(), table_dims(config, {}))
+    groups = tree_groups(model.num_layers, getattr(model, "name", model.keras_config_name))
+    write_weights(directory / KERAS_WEIGHTS_FILE, tensors, groups)
+    files.write_json(directory / CONFIG_FILE, keras_config(model))
+    files.write_json(directory / KERAS_METADATA_FILE, keras_metadata(model))

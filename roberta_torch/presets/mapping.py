@@ -93,23 +93,29 @@ class SourceTensor:
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
-def assemble_state_dict(
+MAX_LISTED_PROBLEMS = 20
+
+
+def describe_problems(problems: list[str], limit: int = MAX_LISTED_PROBLEMS) -> str:
+    """The first `limit` problems, one per line, and how many more there are."""
+    lines = "\n  - ".join(problems[:limit])
+    more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
+    return f"\n  - {lines}{more}"
+
+
+def check_rows(
     rows: list[Row],
     source: Mapping[str, SourceTensor],
     model_tensors: Mapping[str, torch.Tensor],
     dims: Mapping,
     *,
     ignored_prefixes: tuple[str, ...] = (),
-    description: str,
-) -> dict[str, torch.Tensor]:
-    """Build the full model state dict from `source`, or raise one ValueError listing every
-    missing, unused, mis-shaped or non-float tensor.
-
-    model_tensors: the model's state dict (meta tensors are fine): shapes and dtypes.
-    description: what is being read (a file or a directory), for the error message.
-    Returns model key -> tensor with the model tensor's shape and dtype, on the CPU.
-    """
-    problems = []
+    leftover_prefixes: tuple[str, ...] = (),
+) -> tuple[list[str], list[str]]:
+    """(problems, leftovers): every missing, unused, mis-shaped or non-float tensor, from
+    headers only; leftovers are unused source keys under `leftover_prefixes` (tensors that
+    belong to something else, e.g. a task head, reported rather than refused)."""
+    problems, leftovers = [], []
     used = set()
     filled: dict[str, int] = {}
     for row in rows:
@@ -140,36 +146,79 @@ def assemble_state_dict(
         if model_key not in filled:
             problems.append(f"{model_key}: no source tensor fills this model tensor")
     for key in sorted(set(source) - used):
-        if not key.startswith(ignored_prefixes):
-            problems.append(
-                f"{key} (in {source[key].file}): shape {tuple(source[key].shape)}, not used by the model"
-            )
+        if key.startswith(ignored_prefixes):
+            continue
+        if key.startswith(leftover_prefixes):
+            leftovers.append(key)
+            continue
+        problems.append(f"{key} (in {source[key].file}): shape {tuple(source[key].shape)}, not used by the model")
+    return problems, leftovers
+
+
+def fill_tensors(
+    rows: list[Row], source: Mapping[str, SourceTensor], targets: Mapping[str, torch.Tensor], dims: Mapping
+) -> None:
+    """Copy every row's source tensor into its (preallocated) target, one tensor at a time:
+    the peak memory is the targets plus one source tensor. A tensor that sums several sources
+    (`add` rows) is summed in float32 and rounded once. Rows must have passed check_rows."""
+    by_key: dict[str, list[Row]] = {}
+    for row in rows:
+        by_key.setdefault(row.model_key, []).append(row)
+    with torch.no_grad():
+        for model_key, key_rows in by_key.items():
+            target = targets[model_key]
+            summed = any(row.add for row in key_rows)
+            work = torch.empty(target.shape, dtype=torch.float32, device=target.device) if summed else target
+            for row in sorted(key_rows, key=lambda r: r.add):  # fills before additions
+                block = work.chunk(row.parts, dim=0)[row.part] if row.parts > 1 else work
+                value = row.transform.to_model(source[row.source_key].load(), dims)
+                expected = torch.broadcast_shapes(value.shape, block.shape) if row.add else value.shape
+                if tuple(expected) != tuple(block.shape):  # a table whose transforms disagree
+                    raise ValueError(
+                        f"{model_key}: conversion produced {tuple(value.shape)}, expected {tuple(block.shape)}"
+                    )
+                if row.add:
+                    block.add_(value.to(torch.float32))
+                else:
+                    block.copy_(value)
+                del value
+            if summed:
+                target.copy_(work)
+
+
+def assemble_state_dict(
+    rows: list[Row],
+    source: Mapping[str, SourceTensor],
+    model_tensors: Mapping[str, torch.Tensor],
+    dims: Mapping,
+    *,
+    ignored_prefixes: tuple[str, ...] = (),
+    leftover_prefixes: tuple[str, ...] = (),
+    description: str,
+    device=None,
+) -> dict[str, torch.Tensor]:
+    """Build the full model state dict from `source`, or raise one ValueError listing the
+    missing, unused, mis-shaped or non-float tensors (the first MAX_LISTED_PROBLEMS of them,
+    and how many more).
+
+    model_tensors: the model's state dict (meta tensors are fine): shapes and dtypes.
+    description: what is being read (a file or a directory), for the error message.
+    Returns model key -> tensor with the model tensor's shape and dtype, on `device` (CPU by
+    default), filled tensor by tensor (see fill_tensors).
+    """
+    problems, leftovers = check_rows(
+        rows, source, model_tensors, dims, ignored_prefixes=ignored_prefixes, leftover_prefixes=leftover_prefixes
+    )
     if problems:
         ignored = f" (ignored: {', '.join(p + '*' for p in ignored_prefixes)})" if ignored_prefixes else ""
         raise ValueError(
-            f"Cannot load {description}: {len(problems)} problem(s){ignored}:\n  - " + "\n  - ".join(problems)
+            f"Cannot load {description}: {len(problems)} problem(s){ignored}:" + describe_problems(problems)
         )
-
-    blocks: dict[str, list] = {}
-    additions: dict[str, list] = {}
-    for row in rows:
-        block = row.transform.to_model(source[row.source_key].load().float(), dims)
-        if row.add:
-            additions.setdefault(row.model_key, []).append(block)
-        else:
-            blocks.setdefault(row.model_key, []).append((row.part, block))
-    state_dict = {}
-    for model_key, target in model_tensors.items():
-        parts = [block for _, block in sorted(blocks[model_key], key=lambda item: item[0])]
-        tensor = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
-        for addition in additions.get(model_key, []):
-            tensor = tensor + addition
-        if tuple(tensor.shape) != tuple(target.shape):  # a table whose transforms disagree
-            raise ValueError(
-                f"{model_key}: conversion produced {tuple(tensor.shape)}, expected {tuple(target.shape)}"
-            )
-        state_dict[model_key] = tensor.to(target.dtype).contiguous()
-    return state_dict
+    targets = {
+        key: torch.empty(tuple(t.shape), dtype=t.dtype, device=device or "cpu") for key, t in model_tensors.items()
+    }
+    fill_tensors(rows, source, targets, dims)
+    return targets
 
 
 def source_tensors_from_state_dict(
@@ -184,12 +233,3 @@ def source_tensors_from_state_dict(
         block = tensor.chunk(row.parts, dim=0)[row.part] if row.parts > 1 else tensor
         out[row.source_key] = row.transform.to_source(block, dims).contiguous()
     return out
-
-
-def check_shard_name(name, index_file: str) -> str:
-    """A shard named by an index file must be a plain file name next to it."""
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise ValueError(
-            f"{index_file} names shard {name!r}; shards must be plain file names in the same directory."
-        )
-    return name

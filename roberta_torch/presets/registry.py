@@ -14,8 +14,9 @@ keras-hub converts all of them with the default dropout 0.1.
 
 from __future__ import annotations
 
-import json
 import pathlib
+
+from . import files
 
 # The directory (inside this package) of presets that ship with roberta_torch.
 PACKAGE_HANDLE_PREFIX = "package://"
@@ -149,9 +150,9 @@ def preset_metadata(name: str) -> dict:
     row = dict(BUILTIN_PRESETS[name])
     row["config"] = dict(row["config"]) if row["config"] is not None else None
     if row["handle"].startswith(PACKAGE_HANDLE_PREFIX):
-        config_path = package_preset_dir(row["handle"]) / "config.json"
+        config_path = package_preset_dir(row["handle"]) / files.CONFIG_FILE
         if config_path.is_file():
-            stored = json.loads(config_path.read_text(encoding="utf-8"))
+            stored = files.read_json(config_path)
             arch = {k: stored["config"][k] for k in _ROBERTA_BASE if k in stored["config"]}
             row["config"] = arch
             row["class_name"] = stored.get("class_name", row["class_name"])
@@ -159,19 +160,17 @@ def preset_metadata(name: str) -> dict:
     return row
 
 
-def _backbone_classes() -> dict:
-    from ..backbone import BACKBONE_CLASSES
+def presets_for_classes(class_names) -> dict[str, dict]:
+    """name -> metadata of the builtins whose class name is in `class_names` (the model
+    classes pass their own name and their subclasses', as keras_hub lists them)."""
+    return {
+        name: preset_metadata(name) for name, row in BUILTIN_PRESETS.items() if row["class_name"] in set(class_names)
+    }
 
-    return BACKBONE_CLASSES
 
-
-def presets_for_class(cls) -> dict[str, dict]:
-    """name -> metadata of the builtins `cls.from_preset` accepts: presets of `cls` and of
-    its subclasses (RobertaBackbone lists XLM-R presets too, as keras_hub does)."""
-    classes = _backbone_classes()
-    presets = {}
-    for name, row in BUILTIN_PRESETS.items():
-        preset_cls = classes.get(row["class_name"])
-        if preset_cls is not None and issubclass(preset_cls, cls):
-            presets[name] = preset_metadata(name)
-    return presets
+def builtin_architecture(preset) -> tuple[str, dict] | None:
+    """(class name, config) of a builtin whose architecture is known without a download."""
+    row = BUILTIN_PRESETS.get(preset) if isinstance(preset, str) else None
+    if row is None or row["config"] is None:
+        return None
+    return row["class_name"], dict(row["config"])

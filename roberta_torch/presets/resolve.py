@@ -9,10 +9,14 @@ Accepted forms:
 Hub clients are imported here, lazily, so `import roberta_torch` never needs them.
 
 Network timeouts (no call waits forever):
-  * huggingface_hub: every file goes through `hf_hub_download`, whose metadata request
-    uses `etag_timeout` (HF_ETAG_TIMEOUT_S below) and whose transfer uses
-    huggingface_hub's `HF_HUB_DOWNLOAD_TIMEOUT` (environment variable, default 10 s between
-    bytes). `snapshot_download` is not used: its repository listing has no timeout.
+  * huggingface_hub: one probe (the metadata of config.json, HF_ETAG_TIMEOUT_S) decides
+    whether the hub answers, within HF_PROBE_DEADLINE_S of wall time whatever the client's
+    retry policy (it runs in a worker thread that is abandoned at the deadline). If it does
+    not answer, every file comes from huggingface_hub's cache (`local_files_only`) and a
+    missing one is reported as "no network"; if it answers, each file goes through
+    `hf_hub_download` (metadata: `etag_timeout`; transfers: huggingface_hub's
+    `HF_HUB_DOWNLOAD_TIMEOUT` between bytes). After any network error the remaining files
+    come from the cache. `snapshot_download` is not used: its listing has no timeout.
   * kagglehub: file transfers use kagglehub's own (5 s connect, 15 s read) timeouts, but the
     API calls it makes through kagglesdk (version lookup, download redirects) pass none.
     While kagglehub runs, `_default_requests_timeout` gives every `requests` call that did
@@ -24,16 +28,15 @@ Download progress is shown by the clients' own progress bars.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
-import json
 import logging
 import os
 import pathlib
 import re
 import threading
 
-from . import registry
-from .mapping import check_shard_name
+from . import files, formats, registry
 
 logger = logging.getLogger(__name__)
 
@@ -41,32 +44,14 @@ KAGGLE_SCHEME = "kaggle://"
 HF_SCHEME = "hf://"
 
 HF_ETAG_TIMEOUT_S = 10.0
+HF_PROBE_DEADLINE_S = 15.0
+MAX_HANDLE_ECHO = 200  # characters of a bad handle quoted in an error message
 KAGGLE_CONNECT_TIMEOUT_S = 10.0
 KAGGLE_READ_TIMEOUT_S = 60.0
 
 KAGGLE_HANDLE_FORM = "kaggle://<owner>/<model>/<framework>/<variation>[/<version>]"
 HF_HANDLE_FORM = "hf://<owner>/<name>"
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-# Files fetched from a hub repository, by format: the first weights entry that exists wins.
-# (Index files pull in the shards they name.) Optional files are fetched when present.
-_KERAS_WEIGHTS = ("model.weights.h5", "model.weights.json")
-_TRANSFORMERS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
-_TRANSFORMERS_PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-_NATIVE_WEIGHTS = ("model.safetensors",)
-_OPTIONAL_FILES = (
-    "metadata.json",
-    "tokenizer.json",
-    "assets/tokenizer/vocabulary.json",
-    "assets/tokenizer/merges.txt",
-    "assets/tokenizer/vocabulary.spm",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.json",
-    "merges.txt",
-    "sentencepiece.bpe.model",
-)
-
 
 def accepted_forms() -> str:
     names = ", ".join(registry.builtin_preset_names())
@@ -80,42 +65,69 @@ def accepted_forms() -> str:
     )
 
 
-def resolve_preset(preset, *, allow_pickle: bool = False) -> pathlib.Path:
-    """Return the local directory holding `preset`, downloading it when needed.
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """Where a preset's files are: `directory`, and `root`, the folder its links may point
+    into (the directory itself, or the hub cache folder that holds it)."""
+
+    handle: str
+    directory: pathlib.Path
+    root: pathlib.Path
+
+
+def _echo(value) -> str:
+    """A handle quoted in an error message, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= MAX_HANDLE_ECHO else text[:MAX_HANDLE_ECHO] + f"... ({len(text):,} characters)"
+
+
+def resolve_preset(preset, *, allow_pickle: bool = False) -> Location:
+    """Return where `preset`'s files are, downloading them when needed.
 
     `allow_pickle` also fetches `pytorch_model.bin` from Hugging Face repositories that
     have no safetensors weights (loading it still needs the same opt-in).
     """
+    return _resolve(preset, allow_pickle)
+
+
+def _resolve(preset, allow_pickle: bool) -> Location:
     if isinstance(preset, os.PathLike):
-        return _local_directory(os.fspath(preset))
+        return _local(os.fspath(preset))
     if not isinstance(preset, str):
         raise TypeError(
-            f"`preset` must be a str or a path; got {type(preset).__name__} ({preset!r}).\n"
+            f"`preset` must be a str or a path; got {type(preset).__name__} ({_echo(preset)}).\n"
             + accepted_forms()
         )
     if preset in registry.BUILTIN_PRESETS:
-        return resolve_preset(registry.BUILTIN_PRESETS[preset]["handle"], allow_pickle=allow_pickle)
+        if os.path.isdir(preset):
+            logger.warning(
+                "Preset %r is a builtin name and also a local directory; using the builtin. "
+                "Pass './%s' for the directory.", preset, preset
+            )
+        location = _resolve(registry.BUILTIN_PRESETS[preset]["handle"], allow_pickle)
+        return dataclasses.replace(location, handle=preset)
     if preset.startswith(registry.PACKAGE_HANDLE_PREFIX):
         directory = registry.package_preset_dir(preset)
         if not directory.is_dir():
             raise FileNotFoundError(
-                f"The shipped preset {preset!r} is missing from this installation: no directory "
+                f"The shipped preset {_echo(preset)} is missing from this installation: no directory "
                 f"{directory}. Reinstall roberta_torch."
             )
-        return directory
+        return Location(preset, directory, directory)
     if preset.startswith(KAGGLE_SCHEME):
-        return _resolve_kaggle(preset)
+        directory = _resolve_kaggle(preset)
+        return Location(preset, directory, directory)
     if preset.startswith(HF_SCHEME):
         return _resolve_hf(preset, allow_pickle=allow_pickle)
     if "://" in preset:
-        scheme = preset.split("://", 1)[0]
-        raise ValueError(f"Unknown preset scheme '{scheme}://' in preset={preset!r}.\n{accepted_forms()}")
-    if os.path.exists(os.path.expanduser(preset)) or _looks_like_path(preset):
-        return _local_directory(preset)
-    suggestion = difflib.get_close_matches(preset, registry.builtin_preset_names(), n=1, cutoff=0.5)
+        scheme = preset.split("://", 1)[0][:40]
+        raise ValueError(f"Unknown preset scheme '{scheme}://' in preset={_echo(preset)}.\n{accepted_forms()}")
+    if len(preset) < 4096 and (os.path.exists(os.path.expanduser(preset)) or _looks_like_path(preset)):
+        return _local(preset)
+    suggestion = difflib.get_close_matches(preset[:100], registry.builtin_preset_names(), n=1, cutoff=0.5)
     hint = f" Did you mean '{suggestion[0]}'?" if suggestion else ""
     raise ValueError(
-        f"Unknown preset {preset!r}: not a builtin name, handle or directory.{hint}\n{accepted_forms()}"
+        f"Unknown preset {_echo(preset)}: not a builtin name, handle or directory.{hint}\n{accepted_forms()}"
     )
 
 
@@ -123,16 +135,17 @@ def _looks_like_path(preset: str) -> bool:
     return preset.startswith((".", "~")) or "/" in preset or os.sep in preset
 
 
-def _local_directory(path: str) -> pathlib.Path:
+def _local(path: str) -> Location:
     directory = pathlib.Path(path).expanduser()
     if not directory.exists():
-        raise FileNotFoundError(f"Preset directory {str(directory)!r} does not exist.\n{accepted_forms()}")
+        raise FileNotFoundError(f"Preset directory {_echo(str(directory))} does not exist.\n{accepted_forms()}")
     if not directory.is_dir():
         raise ValueError(
-            f"preset={path!r} is a file; a local preset is the directory holding config.json "
+            f"preset={_echo(path)} is a file; a local preset is the directory holding config.json "
             f"and the weights (e.g. {str(directory.parent)!r})."
         )
-    return directory.resolve()
+    directory = directory.resolve()
+    return Location(path, directory, directory)
 
 
 # -- Kaggle -----------------------------------------------------------------------------------
@@ -279,24 +292,101 @@ def _import_huggingface_hub():
     return huggingface_hub
 
 
+def _is_hub_network_error(error: BaseException) -> bool:
+    """Whether `error` (or its cause) says the hub could not be reached."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    names = {"ConnectError", "ConnectTimeout", "ReadTimeout", "TimeoutException", "NetworkError", "ProxyError"}
+    while error is not None:
+        if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)):
+            return True
+        if type(error).__name__ in names:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _call_with_deadline(function, deadline_s: float):
+    """Run `function()` in a worker thread; TimeoutError if it has not returned in time.
+
+    The hub client retries a failing request several times with long timeouts; no call here
+    may wait longer than the documented deadline, so the thread is abandoned (daemon) then.
+    """
+    result: dict = {}
+
+    def run():
+        try:
+            result["value"] = function()
+        except BaseException as error:  # re-raised in the caller's thread
+            result["error"] = error
+
+    worker = threading.Thread(target=run, daemon=True, name="roberta_torch-hub")
+    worker.start()
+    worker.join(deadline_s)
+    if worker.is_alive():
+        raise TimeoutError(f"the hub did not answer within {deadline_s:g} s")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
 class _HubRepo:
-    """Fetches single files of one Hugging Face repository into its cache snapshot."""
+    """Fetches single files of one Hugging Face repository into its cache snapshot.
+
+    `offline` (the reason, or None) switches every fetch to the local cache; it is set by
+    HF_HUB_OFFLINE, by a probe that gets no answer, or by the first network error.
+    """
 
     def __init__(self, huggingface_hub, repo_id: str, preset: str):
         self.hub = huggingface_hub
         self.repo_id = repo_id
         self.preset = preset
+        from huggingface_hub import constants
+
+        self.offline = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else None
+
+    def probe(self) -> None:
+        """One bounded request that tells whether the hub answers at all."""
+        if self.offline:
+            return
+        url = self.hub.hf_hub_url(self.repo_id, files.CONFIG_FILE)
+        try:
+            _call_with_deadline(
+                lambda: self.hub.get_hf_file_metadata(url, timeout=HF_ETAG_TIMEOUT_S), HF_PROBE_DEADLINE_S
+            )
+        except Exception as error:
+            if _is_hub_network_error(error):
+                self._go_offline(error)
+            # Other answers (404, gated, ...) came from the hub: it is reachable.
+
+    def _go_offline(self, error: BaseException) -> None:
+        self.offline = f"no network: {type(error).__name__}: {str(error)[:200]}"
+        logger.warning("%s: the Hugging Face hub cannot be reached (%s); using the local cache only.",
+                       self.preset, self.offline)
 
     def fetch(self, filename: str) -> pathlib.Path:
-        return pathlib.Path(self.hub.hf_hub_download(self.repo_id, filename, etag_timeout=HF_ETAG_TIMEOUT_S))
+        if self.offline:
+            return pathlib.Path(self.hub.hf_hub_download(self.repo_id, filename, local_files_only=True))
+        try:
+            return pathlib.Path(self.hub.hf_hub_download(self.repo_id, filename, etag_timeout=HF_ETAG_TIMEOUT_S))
+        except Exception as error:
+            if not _is_hub_network_error(error):
+                raise
+            self._go_offline(error)
+            return pathlib.Path(self.hub.hf_hub_download(self.repo_id, filename, local_files_only=True))
 
     def fetch_optional(self, filename: str) -> pathlib.Path | None:
-        from huggingface_hub.errors import EntryNotFoundError
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
         try:
             return self.fetch(filename)
-        except EntryNotFoundError:  # absent from the repo, or offline and not cached
+        except (EntryNotFoundError, LocalEntryNotFoundError):  # absent, or offline and not cached
             return None
+
+    def missing(self, what: str) -> str:
+        if self.offline:
+            return f"{what} is not in the local huggingface_hub cache for {self.preset!r} and the hub is unreachable ({self.offline})."
+        return f"{what} is absent from the repository {self.preset!r}."
 
     def fetch_first_weights(self, candidates: tuple[str, ...], hint: str = "") -> None:
         for filename in candidates:
@@ -304,47 +394,29 @@ class _HubRepo:
             if path is None:
                 continue
             if filename.endswith(".json"):
-                for shard in _shard_names(path):
+                for shard in files.shard_names(path):
                     self.fetch(shard)
             return
-        raise FileNotFoundError(
-            f"No weights file in {self.preset!r}: tried {', '.join(candidates)} (none exists in "
-            f"the repository, or none is cached while offline).{hint}"
-        )
+        raise FileNotFoundError(self.missing(f"No weights file (tried {', '.join(candidates)})") + hint)
 
 
-def _shard_names(index_path: pathlib.Path) -> list[str]:
-    weight_map = json.loads(index_path.read_text(encoding="utf-8")).get("weight_map", {})
-    names = set()
-    for value in weight_map.values():
-        names.update(value if isinstance(value, list) else [value])
-    return sorted(check_shard_name(name, str(index_path)) for name in names)
-
-
-def _resolve_hf(preset: str, *, allow_pickle: bool) -> pathlib.Path:
+def _resolve_hf(preset: str, *, allow_pickle: bool) -> Location:
     repo_id = parse_hf_handle(preset)
     huggingface_hub = _import_huggingface_hub()
-    from huggingface_hub.errors import EntryNotFoundError
 
     repo = _HubRepo(huggingface_hub, repo_id, preset)
-    try:
-        config_path = repo.fetch("config.json")
-    except EntryNotFoundError as error:
-        raise FileNotFoundError(
-            f"config.json is not available from {preset!r} (absent from the repository, or not "
-            f"cached while offline): {error}"
-        ) from error
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    repo.probe()
+    config_path = repo.fetch_optional(files.CONFIG_FILE)
+    if config_path is None:
+        raise FileNotFoundError(repo.missing("config.json"))
+    raw = files.read_json(config_path)
+    fmt = formats.detect_format(raw, config_path)
     hint = ""
-    if "model_type" in config:
-        candidates = _TRANSFORMERS_WEIGHTS + (_TRANSFORMERS_PICKLE_WEIGHTS if allow_pickle else ())
-        if not allow_pickle:
-            hint = " A repository with only pytorch_model.bin needs allow_pickle=True."
-    elif "module" in config or "registered_name" in config:
-        candidates = _KERAS_WEIGHTS
-    else:
-        candidates = _NATIVE_WEIGHTS
-    repo.fetch_first_weights(candidates, hint)
-    for filename in _OPTIONAL_FILES:
+    if fmt.NAME == "transformers" and not allow_pickle:
+        hint = " A repository with only pytorch_model.bin needs allow_pickle=True."
+    repo.fetch_first_weights(fmt.hub_weight_candidates(allow_pickle), hint)
+    for filename in files.TOKENIZER_FILES + (files.KERAS_EXTRA_FILES if fmt.NAME == "keras" else ()):
         repo.fetch_optional(filename)
-    return config_path.parent
+    directory = config_path.parent
+    # huggingface_hub's snapshots link into the repository's blob store next to them.
+    return Location(preset, directory, directory.parent.parent)

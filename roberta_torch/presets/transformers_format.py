@@ -20,16 +20,14 @@ import pathlib
 
 import torch
 
-from .mapping import COPY, Row, SourceTensor, Transform, check_shard_name, table_rows
-from .safetensors_format import read_safetensors
+from . import files
+from .files import PICKLE_FILE, PICKLE_INDEX, SAFETENSORS_FILE, SAFETENSORS_INDEX
+from .mapping import COPY, Row, SourceTensor, Transform, table_rows
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-SAFETENSORS_FILE = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-PICKLE_FILE = "pytorch_model.bin"
-PICKLE_INDEX = "pytorch_model.bin.index.json"
+NAME = "transformers"
+LAYER_KEY_PATTERN = r"^encoder\.layer\.(\d+)\."
 
 MODEL_TYPES = {"roberta": "RobertaBackbone", "xlm-roberta": "XLMRobertaBackbone"}
 # Close relatives whose computation differs, with the reason (for the error message).
@@ -39,14 +37,10 @@ _UNREPRESENTABLE_MODEL_TYPES = {
     "bert": "its positions start at 0 and it uses token types",
 }
 LAYER_NORM_EPSILON = 1e-5
-# Task heads and buffers that belong to no backbone tensor.
-IGNORED_PREFIXES = (
-    "pooler.",
-    "lm_head.",
-    "classifier.",
-    "embeddings.position_ids",
-    "embeddings.token_type_ids",
-)
+# Buffers that hold no weights (transformers' position_ids / token_type_ids helpers).
+IGNORED_PREFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
+# Task heads of transformers' task models: a backbone leaves them (and logs that it did).
+HEAD_PREFIXES = ("pooler.", "lm_head.", "classifier.", "qa_outputs.")
 
 # Position rows below pad_token_id + 1 are reserved; the inverse puts zeros there.
 SKIP_RESERVED_POSITIONS = Transform(
@@ -101,18 +95,45 @@ _ENCODER_TABLE = (
 )
 
 
-def conversion_rows(num_layers: int) -> list[Row]:
+def conversion_rows(config: dict, model_keys=None) -> list[Row]:
     rows = table_rows(_EMBEDDING_TABLE)
-    for i in range(num_layers):
+    for i in range(config["num_layers"]):
         rows += table_rows(_ENCODER_TABLE, f"encoder.layer.{i}.", f"layers.{i}.")
     return rows
 
 
-def is_transformers_config(config: dict) -> bool:
+def table_dims(config: dict, parsed_dims: dict) -> dict:
+    return parsed_dims
+
+
+def class_name(raw: dict, path) -> str:
+    model_type = raw.get("model_type")
+    if model_type not in MODEL_TYPES:
+        return parse_config(raw, path, {})[0]  # raises the unsupported-type error
+    return MODEL_TYPES[model_type]
+
+
+def position_offset(raw: dict) -> int:
+    """transformers' reserved position rows: pad_token_id + 1 (2 in every real checkpoint)."""
+    pad = raw.get("pad_token_id", 1)
+    return (pad if isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0 else 1) + 1
+
+
+def max_sequence_length(raw: dict) -> int | None:
+    """Our max_sequence_length: the position rows after the reserved ones."""
+    rows = raw.get("max_position_embeddings")
+    return rows - position_offset(raw) if isinstance(rows, int) and not isinstance(rows, bool) else None
+
+
+def hub_weight_candidates(allow_pickle: bool) -> tuple[str, ...]:
+    return (SAFETENSORS_FILE, SAFETENSORS_INDEX) + ((PICKLE_FILE, PICKLE_INDEX) if allow_pickle else ())
+
+
+def is_config(config: dict) -> bool:
     return "model_type" in config
 
 
-def convert_config(hf_config: dict, overrides: dict, path) -> tuple[str, dict, dict]:
+def parse_config(hf_config: dict, path, overrides: dict) -> tuple[str, dict, dict]:
     """transformers config -> (class name, our constructor config, dims for the table).
 
     Raises one ValueError naming every field this architecture cannot represent.
@@ -169,9 +190,9 @@ def convert_config(hf_config: dict, overrides: dict, path) -> tuple[str, dict, d
     if not isinstance(type_vocab_size, int) or type_vocab_size < 1:
         problems.append(f"type_vocab_size={type_vocab_size!r}: expected an int >= 1")
     if not problems:
-        offset = pad + 1
-        max_sequence_length = hf_config["max_position_embeddings"] - offset
-        if max_sequence_length < 1:
+        offset = position_offset(hf_config)
+        sequence_length = max_sequence_length(hf_config)
+        if sequence_length < 1:
             problems.append(
                 f"max_position_embeddings={hf_config['max_position_embeddings']} leaves no positions after the "
                 f"{offset} reserved rows (pad_token_id={pad})"
@@ -192,7 +213,7 @@ def convert_config(hf_config: dict, overrides: dict, path) -> tuple[str, dict, d
         "hidden_dim": hidden,
         "intermediate_dim": hf_config["intermediate_size"],
         "dropout": float(hidden_dropout),
-        "max_sequence_length": max_sequence_length,
+        "max_sequence_length": sequence_length,
     }
     dims = {"num_heads": heads, "position_offset": offset, "type_vocab_size": type_vocab_size}
     return MODEL_TYPES[model_type], config, dims
@@ -218,18 +239,13 @@ def read_pickle(path: pathlib.Path) -> dict[str, SourceTensor]:
     return out
 
 
-def _read_index(directory: pathlib.Path, index_name: str, read_file) -> dict[str, SourceTensor]:
+def _read_index(directory: pathlib.Path, index_name: str, read_file, root) -> dict[str, SourceTensor]:
     index = directory / index_name
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        if not isinstance(weight_map, dict):
-            raise TypeError("weight_map is not an object")
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{index} is not a sharded-weights index ({error}).") from error
+    weight_map = files.read_weight_map(index)
     out: dict[str, SourceTensor] = {}
-    for name in sorted(set(weight_map.values())):
-        shard = directory / check_shard_name(name, str(index))
-        if not shard.is_file():
+    for name in sorted({shard for shards in weight_map.values() for shard in shards}):
+        shard = files.preset_file(directory, name, root)
+        if shard is None:
             raise FileNotFoundError(
                 f"Shard {name} named by {index_name} is missing from directory {str(directory)!r}."
             )
@@ -237,28 +253,31 @@ def _read_index(directory: pathlib.Path, index_name: str, read_file) -> dict[str
             if key in out:
                 raise ValueError(f"Tensor {key!r} appears in both {out[key].file} and {shard.name}.")
             out[key] = tensor
-    listed_missing = sorted(k for k, f in weight_map.items() if k not in out or out[k].file != f)
+    listed_missing = sorted(k for k, f in weight_map.items() if k not in out or out[k].file not in f)
     if listed_missing:
         raise ValueError(
-            f"{index}: tensors not found in the shard the index names: {', '.join(listed_missing)}."
+            f"{index}: tensors not found in the shard the index names: {', '.join(listed_missing[:20])}"
+            + (f" and {len(listed_missing) - 20} more." if len(listed_missing) > 20 else ".")
         )
     return out
 
 
-def read_source_tensors(
-    directory: pathlib.Path, *, allow_pickle: bool
+def read_tensors(
+    directory: pathlib.Path, *, allow_pickle: bool = False, root=None
 ) -> tuple[dict[str, SourceTensor], str]:
     """All tensors of a transformers checkpoint directory, with keys normalized: the
     `roberta.` prefix of task models removed, legacy LayerNorm `gamma`/`beta` renamed.
     Returns (tensors, description of the files read)."""
-    if (directory / SAFETENSORS_FILE).is_file():
-        raw, described = read_safetensors(directory / SAFETENSORS_FILE), str(directory / SAFETENSORS_FILE)
-    elif (directory / SAFETENSORS_INDEX).is_file():
-        raw, described = _read_index(directory, SAFETENSORS_INDEX, read_safetensors), str(
-            directory / SAFETENSORS_INDEX
-        )
-    elif (directory / PICKLE_FILE).is_file() or (directory / PICKLE_INDEX).is_file():
-        pickle_name = PICKLE_FILE if (directory / PICKLE_FILE).is_file() else PICKLE_INDEX
+    def present(name):
+        return files.preset_file(directory, name, root) is not None
+
+    if present(SAFETENSORS_FILE):
+        raw, described = files.read_safetensors(directory / SAFETENSORS_FILE), str(directory / SAFETENSORS_FILE)
+    elif present(SAFETENSORS_INDEX):
+        raw = _read_index(directory, SAFETENSORS_INDEX, files.read_safetensors, root)
+        described = str(directory / SAFETENSORS_INDEX)
+    elif present(PICKLE_FILE) or present(PICKLE_INDEX):
+        pickle_name = PICKLE_FILE if present(PICKLE_FILE) else PICKLE_INDEX
         if not allow_pickle:
             raise ValueError(
                 f"{directory} holds only {pickle_name} (a pickle), which is not loaded by default. Pass "
@@ -268,7 +287,7 @@ def read_source_tensors(
         if pickle_name == PICKLE_FILE:
             raw, described = read_pickle(directory / PICKLE_FILE), str(directory / PICKLE_FILE)
         else:
-            raw, described = _read_index(directory, PICKLE_INDEX, read_pickle), str(directory / PICKLE_INDEX)
+            raw, described = _read_index(directory, PICKLE_INDEX, read_pickle, root), str(directory / PICKLE_INDEX)
     else:
         raise FileNotFoundError(
             f"No transformers weights in directory {str(directory)!r}: expected {SAFETENSORS_FILE}, "

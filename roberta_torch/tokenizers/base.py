@@ -14,7 +14,11 @@ vocabulary queries; this module owns argument checking, the optional fixed
 from __future__ import annotations
 
 import numbers
+import pathlib
 from typing import Sequence, Union
+
+from ..presets import files, tokenizer_files
+from ..presets.preset import open_preset
 
 TextInput = Union[str, Sequence[str]]
 
@@ -40,6 +44,12 @@ def canonicalize_texts(inputs, argument: str = "inputs") -> tuple[list[str], boo
         for index, item in enumerate(inputs):
             if isinstance(item, bytes):
                 item = item.decode("utf-8")
+            if isinstance(item, (list, tuple)) or _is_array(item):
+                # ValueError, as keras_hub raises for input of the wrong rank.
+                raise ValueError(
+                    f"`{argument}` must be a str or a 1-D batch of str; item {index} is a "
+                    f"{type(item).__name__}, so the input is 2-D. Flatten it, or pass text pairs as a tuple."
+                )
             if not isinstance(item, str):
                 raise TypeError(
                     f"`{argument}` must be a str or a list of str; item {index} is a "
@@ -119,6 +129,14 @@ class Tokenizer:
     """
 
     keras_class_name: str | None = None
+    keras_module: str | None = None
+    keras_config_name: str | None = None
+    _classes: dict = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("keras_class_name"):  # a class of its own, not a user's subclass
+            Tokenizer._classes[cls.keras_class_name] = cls
     # keras_hub attribute names of the special tokens, in RoBERTa id order.
     special_token_attributes: tuple[str, ...] = ("start_token", "pad_token", "end_token", "unk_token", "mask_token")
 
@@ -199,9 +217,37 @@ class Tokenizer:
         it checks that the preset is of that kind. `kwargs` (e.g. `sequence_length`) go to
         the constructor.
         """
-        from .loading import tokenizer_from_preset
+        preset = open_preset(preset, require_config=False)
+        spec = tokenizer_files.tokenizer_spec(preset)
+        target = Tokenizer._classes[spec.class_name]
+        if not issubclass(target, cls):
+            raise ValueError(
+                f"Preset {str(preset.handle)!r} holds a {spec.class_name}, not a {cls.__name__}. Use "
+                f"{spec.class_name}.from_preset(...) or Tokenizer.from_preset(...)."
+            )
+        return target.from_spec(spec, **{**spec.config, **kwargs})
 
-        return tokenizer_from_preset(cls, preset, **kwargs)
+    @classmethod
+    def from_spec(cls, spec: "tokenizer_files.TokenizerSpec", **kwargs) -> "Tokenizer":
+        """Build from the files a preset holds (see presets.tokenizer_files)."""
+        raise NotImplementedError
+
+    def save_to_preset(self, directory) -> pathlib.Path:
+        """Write exactly what keras_hub writes for this tokenizer: tokenizer.json and its
+        assets (assets/tokenizer/...), so `keras_hub.models.Tokenizer.from_preset(directory)`
+        loads it. Files already there are replaced (never through a link)."""
+        directory = files.check_output_directory(directory)
+        assets = files.ensure_subdirectory(directory, files.KERAS_TOKENIZER_ASSETS)
+        self._save_assets(assets)
+        files.write_json(directory / files.KERAS_TOKENIZER_FILE, tokenizer_files.keras_tokenizer_config(self))
+        return directory
+
+    def keras_extra_config(self) -> dict:
+        """The constructor arguments keras_hub records in tokenizer.json."""
+        raise NotImplementedError
+
+    def _save_assets(self, assets: pathlib.Path) -> None:
+        raise NotImplementedError
 
     # -- subclass hooks ---------------------------------------------------------------------
 

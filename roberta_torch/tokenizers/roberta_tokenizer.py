@@ -40,7 +40,8 @@ def read_vocabulary(vocabulary) -> dict[str, int]:
         with open(vocabulary, encoding="utf-8") as file:
             vocabulary = json.load(file)
     if not isinstance(vocabulary, dict):
-        raise TypeError(
+        # ValueError, as keras_hub raises for a vocabulary of the wrong kind.
+        raise ValueError(
             "`vocabulary` must be a dict mapping token -> id or the path of a JSON file "
             f"holding one (vocabulary.json / vocab.json); got {type(vocabulary).__name__}."
         )
@@ -89,6 +90,8 @@ class RobertaTokenizer(Tokenizer):
     """
 
     keras_class_name = "RobertaTokenizer"
+    keras_module = "keras_hub.src.models.roberta.roberta_tokenizer"
+    keras_config_name = "roberta_tokenizer"
 
     def __init__(
         self,
@@ -106,7 +109,16 @@ class RobertaTokenizer(Tokenizer):
         self.add_prefix_space = add_prefix_space
         if unsplittable_tokens is None:
             unsplittable_tokens = DEFAULT_UNSPLITTABLE_TOKENS
+        if isinstance(unsplittable_tokens, (str, bytes)) or not isinstance(unsplittable_tokens, Iterable):
+            # A str would be split into characters, silently changing ids.
+            raise TypeError(
+                f"`unsplittable_tokens` must be a list of str; got {type(unsplittable_tokens).__name__} "
+                f"({unsplittable_tokens!r}). Wrap a single token in a list: [{unsplittable_tokens!r}]."
+            )
         self.unsplittable_tokens = list(unsplittable_tokens)
+        for token in self.unsplittable_tokens:
+            if not isinstance(token, str):
+                raise TypeError(f"`unsplittable_tokens` must hold str tokens; got {token!r}.")
 
         self._set_special_tokens()
         pairs = self._split_merges()
@@ -203,6 +215,22 @@ class RobertaTokenizer(Tokenizer):
     def _decode_batch(self, rows: list[list[int]]) -> list[str]:
         # Special tokens stay in the text, as in keras_hub ("<s>hello</s>").
         return self._tokenizer.decode_batch(rows, skip_special_tokens=False)
+
+    @classmethod
+    def from_spec(cls, spec, **kwargs) -> "RobertaTokenizer":
+        if spec.vocabulary is not None:
+            return cls(spec.vocabulary, spec.merges, **kwargs)
+        return cls.from_hf_tokenizer_file(spec.hf_tokenizer_json, **kwargs)
+
+    def keras_extra_config(self) -> dict:
+        return self.get_config()
+
+    def _save_assets(self, assets) -> None:
+        from ..presets import files
+
+        # As keras_hub: json.dump of the vocabulary, merges one per line.
+        files.write_text(assets / "vocabulary.json", json.dumps(self.vocabulary))
+        files.write_text(assets / "merges.txt", "\n".join(self.merges) + "\n")
 
     def get_config(self) -> dict:
         """keras_hub's config keys for this tokenizer (vocabulary and merges are assets)."""

@@ -51,6 +51,13 @@ def read_proto(proto) -> bytes:
     )
 
 
+def _fairseq_id(spm_id: int) -> int:
+    """keras_hub's fixed rule, for any sentencepiece model: sentencepiece id 0 becomes
+    `<unk>` (3), every other id k becomes k + 1 (XLM-R's models have unk=0, bos=1, eos=2,
+    so this is fairseq's layout there)."""
+    return FAIRSEQ_PREFIX.index("<unk>") if spm_id == 0 else spm_id + 1
+
+
 class _SentencePieceBackend:
     """fairseq ids over a sentencepiece model (what keras_hub does)."""
 
@@ -58,6 +65,7 @@ class _SentencePieceBackend:
         sentencepiece = import_sentencepiece()
         try:
             self.processor = sentencepiece.SentencePieceProcessor(model_proto=proto)
+            self.proto = proto
         except Exception as error:  # sentencepiece raises RuntimeError / OSError variants
             raise ValueError(f"`proto` is not a valid sentencepiece model: {error}") from error
         self.piece_count = int(self.processor.vocab_size())
@@ -67,8 +75,7 @@ class _SentencePieceBackend:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         rows = self.processor.Encode(texts, add_bos=False, add_eos=False)
-        unk = FAIRSEQ_PREFIX.index("<unk>")
-        return [[unk if i == self.spm_unk_id else i + 1 for i in row] for row in rows]
+        return [[_fairseq_id(i) for i in row] for row in rows]
 
     def decode(self, rows: list[list[int]]) -> list[str]:
         return self.processor.Decode([[self._to_spm(i) for i in row if i != self.mask_token_id] for row in rows])
@@ -83,8 +90,7 @@ class _SentencePieceBackend:
         return self.processor.IdToPiece(token_id - 1)
 
     def piece_id(self, token: str) -> int:
-        spm_id = self.processor.PieceToId(token)
-        return FAIRSEQ_PREFIX.index("<unk>") if spm_id == self.spm_unk_id else spm_id + 1
+        return _fairseq_id(self.processor.PieceToId(token))
 
     def vocabulary(self) -> list[str]:
         pieces = [self.processor.IdToPiece(i) for i in range(self.piece_count)]
@@ -150,6 +156,8 @@ class XLMRobertaTokenizer(Tokenizer):
     """
 
     keras_class_name = "XLMRobertaTokenizer"
+    keras_module = "keras_hub.src.models.xlm_roberta.xlm_roberta_tokenizer"
+    keras_config_name = "xlm_roberta_tokenizer"
 
     def __init__(self, proto, sequence_length: int | None = None):
         super().__init__(sequence_length=sequence_length)
@@ -208,3 +216,25 @@ class XLMRobertaTokenizer(Tokenizer):
 
     def get_config(self) -> dict:
         return {"sequence_length": self.sequence_length}
+
+    @classmethod
+    def from_spec(cls, spec, **kwargs) -> "XLMRobertaTokenizer":
+        if spec.proto is not None:
+            return cls(spec.proto, **kwargs)
+        return cls.from_hf_tokenizer_file(spec.hf_tokenizer_json, **kwargs)
+
+    def keras_extra_config(self) -> dict:
+        # keras_hub stores the model as an asset, so `proto` is null in the config.
+        return {"proto": None, "sequence_length": self.sequence_length, "add_bos": False, "add_eos": False}
+
+    def _save_assets(self, assets) -> None:
+        from ..presets import files
+
+        proto = getattr(self._backend, "proto", None)
+        if proto is None:
+            raise ValueError(
+                "This XLMRobertaTokenizer was built from a transformers tokenizer.json, which holds no "
+                "sentencepiece model; keras_hub needs assets/tokenizer/vocabulary.spm. Build it from the "
+                "sentencepiece model (sentencepiece.bpe.model) to save it."
+            )
+        files.write_bytes(assets / "vocabulary.spm", proto)

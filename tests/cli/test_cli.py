@@ -61,9 +61,7 @@ def test_convert_copies_a_keras_tokenizer_and_sets_dtype(tmp_path):
         vocabulary_size=20, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=8
     )
     model.save_to_preset(source)
-    (source / "tokenizer.json").write_text("{}")
-    (source / "assets" / "tokenizer").mkdir(parents=True)
-    (source / "assets" / "tokenizer" / "vocabulary.json").write_text("{}")
+    roberta_torch.Tokenizer.from_preset("roberta_tiny_random").save_to_preset(source)
     assert (
         main(["convert", str(source), str(tmp_path / "out"), "--to", "safetensors", "--dtype", "bfloat16"])
         == 0

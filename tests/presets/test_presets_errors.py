@@ -410,7 +410,7 @@ def test_package_handle_of_the_shipped_preset(monkeypatch):
     from roberta_torch.presets import registry
 
     handle = registry.BUILTIN_PRESETS["roberta_tiny_random"]["handle"]
-    assert resolve_preset(handle) == registry.package_preset_dir(handle)
+    assert resolve_preset(handle).directory == registry.package_preset_dir(handle)
     with pytest.raises(FileNotFoundError, match=r"missing from this installation.*Reinstall roberta_torch"):
         resolve_preset(registry.PACKAGE_HANDLE_PREFIX + "assets/presets/no_such_preset")
     with pytest.raises(ValueError, match=r"points outside the roberta_torch package"):

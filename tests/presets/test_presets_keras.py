@@ -41,15 +41,13 @@ def test_pathlib_directory_and_subclass_rules():
 
 
 def test_unrelated_class_is_refused_by_name():
-    from roberta_torch.presets.loading import backbone_from_preset
-
     class OtherBackbone(roberta_torch.Backbone):
         pass
 
     with pytest.raises(
         ValueError, match=r"holds a RobertaBackbone, which OtherBackbone.from_preset cannot load"
     ):
-        backbone_from_preset(OtherBackbone, str(preset_dir("roberta_1layer")))
+        OtherBackbone.from_preset(str(preset_dir("roberta_1layer")))
 
 
 def test_preset_naming_an_unimplemented_class_is_refused(tmp_path):

@@ -41,7 +41,7 @@ def test_registry_matches_keras_hub_counts_and_handles():
 @pytest.mark.parametrize("name", sorted(KERAS_HUB_PARAMS))
 def test_builtin_builds_offline_with_exact_parameter_count(name, monkeypatch):
     # Any attempt to resolve (download) would fail the test.
-    monkeypatch.setattr("roberta_torch.presets.loading.resolve_preset", _no_network)
+    monkeypatch.setattr("roberta_torch.presets.resolve.resolve_preset", _no_network)
     with torch.device("meta"):  # the architecture only: no memory, no random init
         model = roberta_torch.Backbone.from_preset(name, load_weights=False)
     expected_cls = registry.BUILTIN_PRESETS[name]["class_name"]
@@ -54,7 +54,7 @@ def test_builtin_builds_offline_with_exact_parameter_count(name, monkeypatch):
 
 
 def test_builtin_without_weights_takes_overrides(monkeypatch):
-    monkeypatch.setattr("roberta_torch.presets.loading.resolve_preset", _no_network)
+    monkeypatch.setattr("roberta_torch.presets.resolve.resolve_preset", _no_network)
     with torch.device("meta"):
         model = RobertaBackbone.from_preset(
             "roberta_base_en", load_weights=False, dtype="bfloat16", dropout=0.0

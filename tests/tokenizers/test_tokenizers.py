@@ -322,8 +322,10 @@ def test_constructor_errors():
     vocabulary = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "a": 4, "b": 5, "ab": 6, "<mask>": 7}
     tokenizer = RobertaTokenizer(vocabulary, ["a b"])
     assert tokenizer("abab") == [6, 6]
-    with pytest.raises(TypeError, match="`vocabulary`"):
+    with pytest.raises(ValueError, match="`vocabulary`"):  # keras_hub's type for this mistake
         RobertaTokenizer(["a"], ["a b"])
+    with pytest.raises(TypeError, match="`unsplittable_tokens`.*list"):
+        RobertaTokenizer(vocabulary, ["a b"], unsplittable_tokens="<s>")
     with pytest.raises(TypeError, match="`merges`"):
         RobertaTokenizer(vocabulary, 5)
     with pytest.raises(ValueError, match="`merges`.*'a c'"):
