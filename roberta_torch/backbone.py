@@ -48,6 +48,38 @@ def _check_positive_int(value, argument: str) -> int:
     return int(value)
 
 
+def _check_fits_in_memory(architecture: dict, dtype: torch.dtype, device) -> None:
+    """Refuse, before allocating, a CPU model whose parameters exceed this machine's memory
+    (a hostile or mistyped config must not ask the allocator for terabytes)."""
+    target = torch.device(device) if device is not None else torch.get_default_device()
+    if target.type != "cpu":
+        return  # meta costs nothing; accelerators report their own out-of-memory quickly
+    limit = loading.available_memory_bytes()
+    needed = registry.count_parameters(architecture) * torch.empty((), dtype=dtype).element_size()
+    if limit is not None and needed > limit:
+        raise ValueError(
+            f"This configuration has {needed // torch.empty((), dtype=dtype).element_size():,} parameters "
+            f"({needed / 2**30:,.1f} GiB in {dtype}), more than this machine's memory "
+            f"({limit / 2**30:,.1f} GiB). Check num_layers, hidden_dim, intermediate_dim, vocabulary_size "
+            "and max_sequence_length, or build it on device='meta'."
+        )
+
+
+def _merge_call_arguments(inputs, **keywords):
+    """The inputs of a call, given either as one dict or as keyword arguments, never both
+    (a keyword next to a dict would otherwise be ignored or silently win)."""
+    given = {name: value for name, value in keywords.items() if value is not None}
+    if inputs is None:
+        return given
+    if given:
+        raise TypeError(
+            f"Pass the inputs either as a dict or as keyword arguments, not both: got a "
+            f"{type(inputs).__name__} and {', '.join(sorted(given))}=. E.g. model({{'token_ids': ids, "
+            "'padding_mask': mask}) or model(token_ids=ids, padding_mask=mask)."
+        )
+    return inputs
+
+
 class Backbone(nn.Module):
     """Base class: config round trip, presets, dtype policy plumbing.
 
@@ -206,6 +238,7 @@ class RobertaBackbone(Backbone):
         self.padding_free = padding_free
         self.attention_backend = attention_backend
         self.gradient_checkpointing = bool(gradient_checkpointing)
+        _check_fits_in_memory(self._architecture(), self.dtype_policy.variable_dtype, device)
 
         with torch.device(device) if device is not None else contextlib.nullcontext():
             self.token_embedding = nn.Embedding(vocabulary_size, hidden_dim)
@@ -221,6 +254,15 @@ class RobertaBackbone(Backbone):
         self.to(self.dtype_policy.variable_dtype)
         if not trainable:
             self.requires_grad_(False)
+
+    def _architecture(self) -> dict:
+        return {
+            "vocabulary_size": self.vocabulary_size,
+            "num_layers": self.num_layers,
+            "hidden_dim": self.hidden_dim,
+            "intermediate_dim": self.intermediate_dim,
+            "max_sequence_length": self.max_sequence_length,
+        }
 
     # -- properties -------------------------------------------------------------------------
 
@@ -297,10 +339,7 @@ class RobertaBackbone(Backbone):
 
         The two tensors may also be passed as keyword arguments.
         """
-        if inputs is None:
-            inputs = {"token_ids": token_ids}
-            if padding_mask is not None:
-                inputs["padding_mask"] = padding_mask
+        inputs = _merge_call_arguments(inputs, token_ids=token_ids, padding_mask=padding_mask)
         token_ids, padding_mask = prepare_inputs(
             inputs, self.vocabulary_size, self.max_sequence_length, self.token_embedding.weight.device
         )

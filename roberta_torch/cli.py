@@ -158,5 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         message = str(error) or type(error).__name__
         if isinstance(error, RecursionError):
             message = "the input is nested too deeply to be a preset file"
+        message = " ".join(line.strip() for line in message.splitlines() if line.strip())  # one line
         print(f"roberta-torch {args.command}: error: {message}", file=sys.stderr)
         return 1

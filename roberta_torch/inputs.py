@@ -24,13 +24,24 @@ def is_compiling() -> bool:
 
 def _as_tensor(value, argument: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
+        if value.is_meta:
+            raise ValueError(f"`{argument}` is on the meta device (no data); pass a tensor that holds values.")
         return value
     if isinstance(value, np.ndarray):
         if value.dtype == np.object_:
             raise TypeError(f"`{argument}` is a numpy array of objects; pass numbers.")
         return torch.from_numpy(np.ascontiguousarray(value))
     if isinstance(value, (list, tuple)):
-        return torch.as_tensor(np.asarray(value))
+        try:
+            array = np.asarray(value)
+        except ValueError as error:  # numpy's "inhomogeneous shape" message names no argument
+            raise ValueError(
+                f"`{argument}` is a ragged list (rows of different lengths); pad the rows to one length "
+                "and pass a padding_mask, or use the preprocessor."
+            ) from error
+        if array.dtype == np.object_ or array.dtype.kind in "USO":
+            raise TypeError(f"`{argument}` must hold numbers; got a list of {array.dtype.kind!r} values.")
+        return torch.as_tensor(array)
     raise TypeError(
         f"`{argument}` must be a torch.Tensor or numpy array of shape (batch, seq); "
         f"got {type(value).__name__}."

@@ -5,7 +5,6 @@ import json
 import shutil
 import socket
 import sys
-import threading
 import time
 
 import h5py
@@ -15,6 +14,7 @@ import requests
 
 import roberta_torch
 from helpers.hub_caches import put_in_kagglehub_cache
+from helpers.network import HangingServer
 from helpers.keras_fixtures import preset_dir
 from roberta_torch.presets import resolve
 from roberta_torch.presets.resolve import resolve_preset
@@ -324,31 +324,6 @@ def test_unversioned_kaggle_handle_offline_says_to_pin_a_version(tmp_path, monke
     assert (
         roberta_torch.Backbone.from_preset("kaggle://keras/roberta/keras/roberta_base_en/3").num_layers == 1
     )
-
-
-class HangingServer:
-    """Accepts TCP connections and never answers."""
-
-    def __init__(self, port=0):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.connections = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                self.connections.append(self.sock.accept()[0])
-            except OSError:
-                return
-
-    def close(self):
-        for conn in self.connections:
-            conn.close()
-        self.sock.close()
 
 
 def test_requests_without_timeout_get_the_default_inside_kagglehub_calls(direct_connections):
