@@ -63,11 +63,33 @@ def set_onednn_enabled(enabled: bool) -> bool:
     return previous
 
 
-def _cpu_autocast_enabled() -> bool:
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype `torch.autocast` casts matrix products to on `device_type`, or None when
+    autocast is off there."""
     try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        return torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError):  # torch < 2.4: per-device functions
+        if device_type == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        if device_type == "cuda":
+            return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+        return None
+
+
+def autocast_operands(x: torch.Tensor, *tensors):
+    """(x, *tensors) cast to the autocast dtype of x's device when autocast is on there,
+    unchanged otherwise (None entries stay None).
+
+    This is what autocast does to `F.linear`'s inputs; doing it ourselves lets the fused
+    kernels, which autocast does not know, run in the low precision too, and gives the
+    attention backends bfloat16/float16 inputs. float64 is left alone, as autocast does.
+    """
+    dtype = autocast_dtype(x.device.type)
+    if dtype is None or x.dtype == torch.float64 or not x.is_floating_point():
+        return (x, *tensors)
+    return tuple(t if t is None or t.dtype == dtype else t.to(dtype) for t in (x, *tensors))
 
 
 def uses_fused_cpu_path(
@@ -80,8 +102,9 @@ def uses_fused_cpu_path(
         and x.dtype in FUSED_DTYPES
         and x.dtype == weight.dtype
         and (residual is None or residual.dtype == x.dtype)
-        # Autocast casts F.linear's inputs but not oneDNN's: let it do its job.
-        and not _cpu_autocast_enabled()
+        # Autocast casts F.linear's inputs but not oneDNN's: fuse only what it would not
+        # cast (layers.Linear casts its operands to the autocast dtype itself).
+        and autocast_dtype("cpu") in (None, x.dtype)
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         and not is_compiling()  # Inductor fuses on its own
     )

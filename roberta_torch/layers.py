@@ -46,7 +46,8 @@ class LayerNorm32(nn.LayerNorm):
 
 class Linear(nn.Linear):
     """nn.Linear that runs in its input's dtype: mixed policies keep float32 weights and
-    compute in bfloat16/float16, like Keras's autocasting."""
+    compute in bfloat16/float16, like Keras's autocasting. Under `torch.autocast` it runs in
+    the autocast dtype, the residual add included."""
 
     def reset_parameters(self) -> None:
         init_kernel_(self.weight)
@@ -59,6 +60,7 @@ class Linear(nn.Linear):
         residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """activation(x W^T + b) [+ residual], the epilogue fused where possible."""
+        x, residual = dense.autocast_operands(x, residual)
         weight, bias = self.weight, self.bias
         if weight.dtype != x.dtype:
             weight, bias = weight.to(x.dtype), bias.to(x.dtype)
