@@ -42,31 +42,18 @@ class BackboneOutput(NamedTuple):
     hidden_states: tuple
 
 
-_left_padding_warned = False
+def padding_statistics(padding_mask: torch.Tensor, count_left_padded: bool) -> tuple[int, int]:
+    """(valid tokens, left-padded rows) of a (B, T) bool mask, in one host sync.
 
-
-def count_valid_and_warn_left_padding(padding_mask: torch.Tensor, check_left_padding: bool) -> int:
-    """The number of valid tokens (one host sync); logs a one-time warning when
-    `check_left_padding` and some row starts with padding but has valid tokens later.
-
-    The left-padding test rides on the same sync, and stops once the warning was given.
+    A row is left-padded when it starts with padding but has a valid token later. Counting
+    those rides on the sync the execution plan needs anyway; `count_left_padded=False`
+    skips it (reported as 0).
     """
-    global _left_padding_warned
-    if not check_left_padding or _left_padding_warned:
-        return int(padding_mask.sum())
+    if not count_left_padded:
+        return int(padding_mask.sum()), 0
     left_padded = ~padding_mask[:, 0] & padding_mask.any(dim=1)  # (B,)
     num_valid, num_left_padded = torch.stack((padding_mask.sum(), left_padded.sum())).tolist()
-    if num_left_padded:
-        _left_padding_warned = True
-        logger.warning(
-            "A batch is left-padded (a row starts with padding, %d row(s)) and no position_ids "
-            "were given: positions are by column (0..seq-1) as in keras_hub, so a left-padded "
-            "row gives other outputs than the same text right-padded, and than transformers. "
-            "Pad on the right, or pass position_ids (transformers' positions: "
-            "roberta_torch.transformers_position_ids(padding_mask)). Shown once.",
-            num_left_padded,
-        )
-    return num_valid
+    return num_valid, num_left_padded
 
 
 class _ClassProperty:
@@ -201,6 +188,7 @@ class RobertaBackbone(Backbone):
         self.padding_free = padding_free
         self.attention_backend = attention_backend
         self.gradient_checkpointing = bool(gradient_checkpointing)
+        self._left_padding_warned = False
 
         with torch.device(device) if device is not None else contextlib.nullcontext():
             self.token_embedding = nn.Embedding(vocabulary_size, hidden_dim)
@@ -308,13 +296,29 @@ class RobertaBackbone(Backbone):
         """
         if padding_mask is None or is_compiling():
             return padding_mask, False
-        num_valid = count_valid_and_warn_left_padding(padding_mask, warn_left_padding)
+        check_left_padding = warn_left_padding and not self._left_padding_warned
+        num_valid, num_left_padded = padding_statistics(padding_mask, check_left_padding)
+        if num_left_padded:
+            self._warn_left_padding(num_left_padded)
         if num_valid == padding_mask.numel():
             return None, False
         if self._padding_free == "auto":
             padding_fraction = 1.0 - num_valid / padding_mask.numel()
             return padding_mask, padding_fraction >= PADDING_FREE_MIN_PADDING_FRACTION
         return padding_mask, self._padding_free
+
+    def _warn_left_padding(self, num_rows: int) -> None:
+        """Once per model: left padding with Keras's column positions is rarely intended."""
+        self._left_padding_warned = True
+        logger.warning(
+            "%s got a left-padded batch (%d row(s) start with padding) and no position_ids: "
+            "positions are by column (0..seq-1) as in keras_hub, so a left-padded row gives "
+            "other outputs than the same text right-padded, and than transformers. Pad on the "
+            "right, or pass position_ids (transformers' positions: "
+            "roberta_torch.transformers_position_ids(padding_mask)). Shown once per model.",
+            type(self).__name__,
+            num_rows,
+        )
 
     def forward(
         self,

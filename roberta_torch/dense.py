@@ -10,6 +10,7 @@ function (float32 differences are at rounding level; see tests/test_dense.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -110,6 +111,23 @@ def uses_fused_cpu_path(
     )
 
 
+# Observers of the path each `linear` call takes (see record_paths); empty in normal runs.
+_path_records: list = []
+
+
+@contextlib.contextmanager
+def record_paths():
+    """Within the block, every `linear` call appends ("fused" or "plain", dtype) to the
+    yielded list: whether oneDNN's fused kernel ran, and in which dtype. For tests,
+    debugging and benchmarks."""
+    calls: list = []
+    _path_records.append(calls)
+    try:
+        yield calls
+    finally:
+        _path_records.remove(calls)
+
+
 def linear(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -122,7 +140,10 @@ def linear(
     x: (..., in); weight: (out, in); bias: (out,); residual: (..., out) or None;
     activation: None or "gelu" (exact, erf). Not both activation and residual.
     """
-    if uses_fused_cpu_path(x, weight, residual):
+    fused = uses_fused_cpu_path(x, weight, residual)
+    for calls in _path_records:
+        calls.append(("fused" if fused else "plain", x.dtype))
+    if fused:
         if residual is not None:
             return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
         if activation == "gelu":
