@@ -124,8 +124,10 @@ class RobertaBackbone(Backbone):
     """RoBERTa encoder, numerically keras_hub's `RobertaBackbone`.
 
     Call it on `{"token_ids": (batch, seq) ints, "padding_mask": (batch, seq) 0/1}` (torch
-    tensors or numpy arrays); it returns the sequence output `(batch, seq, hidden_dim)` in the
-    policy's compute dtype, on the model's device.
+    tensors or numpy arrays; optionally `"position_ids"`, see `forward`); it returns the
+    sequence output `(batch, seq, hidden_dim)` in the policy's compute dtype, on the model's
+    device (a `BackboneOutput` with every hidden state when `output_hidden_states=True`).
+    The policy follows torch casts (`.half()`, `.to(torch.bfloat16)`, `.double()`, ...).
 
     Extra keyword arguments (not Keras's):
       padding_free: "auto" (default), True or False. Padding-free execution packs the valid
@@ -339,6 +341,11 @@ class RobertaBackbone(Backbone):
         `sequence_output` (what a plain call returns) and `hidden_states`, num_layers + 1
         tensors (B, T, hidden_dim): the embedding output, then every layer's output.
         """
+        if inputs is not None and not all(t is None for t in (token_ids, padding_mask, position_ids)):
+            raise TypeError(
+                "Pass the tensors either in the `inputs` dict or as keyword arguments "
+                "(token_ids=, padding_mask=, position_ids=), not both."
+            )
         if inputs is None:
             inputs = {"token_ids": token_ids}
             if padding_mask is not None:

@@ -21,8 +21,16 @@ INPUT_KEYS = ("token_ids", "padding_mask", "position_ids")
 
 
 def is_compiling() -> bool:
+    """True while torch.compile or torch.export traces: no host syncs, no data-dependent
+    Python branches. (torch 2.13 reports export as compiling; older versions may only set
+    `is_exporting`, so both are asked.)"""
     compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and compiler.is_compiling())
+    if compiler is None:
+        return False
+    if compiler.is_compiling():
+        return True
+    is_exporting = getattr(compiler, "is_exporting", None)
+    return bool(is_exporting is not None and is_exporting())
 
 
 def _as_tensor(value, argument: str) -> torch.Tensor:

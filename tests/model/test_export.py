@@ -71,6 +71,7 @@ def test_torch_export_with_positions_and_hidden_states():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:.*axis name:UserWarning", "ignore:.*LeafSpec:FutureWarning")
 def test_onnx_export_runs_in_onnxruntime():
     pytest.importorskip("onnxscript")
     onnxruntime = pytest.importorskip("onnxruntime")

@@ -95,6 +95,13 @@ def test_bad_position_ids_get_typed_errors(position_ids, error, words):
         model({"token_ids": torch.zeros(2, 6, dtype=torch.long), "position_ids": position_ids})
 
 
+def test_inputs_dict_and_keywords_together_are_refused():
+    model = small()
+    ids = torch.zeros(1, 3, dtype=torch.long)
+    with pytest.raises(TypeError, match="not both"):
+        model({"token_ids": ids}, position_ids=torch.zeros(1, 3, dtype=torch.long))
+
+
 def _left_padding_warnings(caplog):
     return [r for r in caplog.records if "left-padded" in r.getMessage()]
 
