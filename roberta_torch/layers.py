@@ -29,8 +29,9 @@ def init_kernel_(tensor: torch.Tensor) -> torch.Tensor:
 
 
 class LayerNorm32(nn.LayerNorm):
-    """LayerNorm whose statistics and affine transform are computed in float32 for any input
-    dtype, returned in the input dtype (Keras's LayerNormalization under low precision).
+    """LayerNorm whose statistics and affine transform are computed in at least float32 for
+    any input dtype (float64 stays float64), returned in the input dtype (Keras's
+    LayerNormalization under low precision).
 
     torch's CPU and CUDA layer_norm kernels already accumulate bfloat16/float16 inputs in
     float32 ("opmath"), so casting the activations up and back would only add two copies.
