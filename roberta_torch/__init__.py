@@ -1,7 +1,8 @@
 """roberta_torch: keras_hub's RoBERTa / XLM-RoBERTa backbones as plain torch.nn.Modules."""
 
-from .backbone import Backbone, RobertaBackbone, XLMRobertaBackbone
+from .backbone import Backbone, BackboneOutput, RobertaBackbone, XLMRobertaBackbone
 from .dtype_policy import DTypePolicy, get_dtype_policy
+from .inputs import transformers_position_ids
 from .kernels import flash_attention, flash_attention_varlen
 from .preprocessor import Preprocessor, RobertaPreprocessor, XLMRobertaPreprocessor
 from .tokenizers import RobertaTokenizer, Tokenizer, XLMRobertaTokenizer
@@ -12,6 +13,8 @@ __all__ = [
     "Backbone",
     "RobertaBackbone",
     "XLMRobertaBackbone",
+    "BackboneOutput",
+    "transformers_position_ids",
     "DTypePolicy",
     "get_dtype_policy",
     "flash_attention",

@@ -5,16 +5,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import numbers
+from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from . import attention
-from .dtype_policy import DTypePolicy, get_dtype_policy
+from .dtype_policy import DTypePolicy, get_dtype_policy, policy_after_cast
+from .inputs import is_compiling, prepare_inputs, prepare_position_ids
 from .presets import loading, registry, saving
 from .presets.preset import Preset, open_preset
-from .inputs import is_compiling, prepare_inputs
 from .layers import LAYER_NORM_EPSILON, LayerNorm32, TransformerEncoderLayer, init_kernel_
 from .padding import pad, packed_layout, unpad
 
@@ -27,6 +28,34 @@ PADDING_FREE_MIN_PADDING_FRACTION = 0.1
 
 # Keras config keys other than the constructor arguments; accepted and not used.
 _KERAS_LAYER_KEYS = ("name", "trainable")
+
+
+class BackboneOutput(NamedTuple):
+    """What `model(inputs, output_hidden_states=True)` returns (a tuple, so torch.export,
+    torch.compile and pytree utilities take it as is).
+
+    sequence_output: (B, T, H), the plain call's output.
+    hidden_states:   num_layers + 1 tensors (B, T, H): the embedding output (after its
+                     LayerNorm), then each layer's output; the last is `sequence_output`.
+                     On the padding-free path padded positions hold zeros.
+    """
+
+    sequence_output: torch.Tensor
+    hidden_states: tuple
+
+
+def padding_statistics(padding_mask: torch.Tensor, count_left_padded: bool) -> tuple[int, int]:
+    """(valid tokens, left-padded rows) of a (B, T) bool mask, in one host sync.
+
+    A row is left-padded when it starts with padding but has a valid token later. Counting
+    those rides on the sync the execution plan needs anyway; `count_left_padded=False`
+    skips it (reported as 0).
+    """
+    if not count_left_padded:
+        return int(padding_mask.sum()), 0
+    left_padded = ~padding_mask[:, 0] & padding_mask.any(dim=1)  # (B,)
+    num_valid, num_left_padded = torch.stack((padding_mask.sum(), left_padded.sum())).tolist()
+    return num_valid, num_left_padded
 
 
 class _ClassProperty:
@@ -174,8 +203,10 @@ class RobertaBackbone(Backbone):
     """RoBERTa encoder, numerically keras_hub's `RobertaBackbone`.
 
     Call it on `{"token_ids": (batch, seq) ints, "padding_mask": (batch, seq) 0/1}` (torch
-    tensors or numpy arrays); it returns the sequence output `(batch, seq, hidden_dim)` in the
-    policy's compute dtype, on the model's device.
+    tensors or numpy arrays; optionally `"position_ids"`, see `forward`); it returns the
+    sequence output `(batch, seq, hidden_dim)` in the policy's compute dtype, on the model's
+    device (a `BackboneOutput` with every hidden state when `output_hidden_states=True`).
+    The policy follows torch casts (`.half()`, `.to(torch.bfloat16)`, `.double()`, ...).
 
     Extra keyword arguments (not Keras's):
       padding_free: "auto" (default), True or False. Padding-free execution packs the valid
@@ -234,10 +265,11 @@ class RobertaBackbone(Backbone):
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1); got {dropout}.")
         self.dropout = float(dropout)
-        self.dtype_policy: DTypePolicy = get_dtype_policy(dtype)
+        self.dtype_policy = dtype  # no parameters yet: nothing to cast
         self.padding_free = padding_free
         self.attention_backend = attention_backend
         self.gradient_checkpointing = bool(gradient_checkpointing)
+        self._left_padding_warned = False
         _check_fits_in_memory(self._architecture(), self.dtype_policy.variable_dtype, device)
 
         with torch.device(device) if device is not None else contextlib.nullcontext():
@@ -251,7 +283,7 @@ class RobertaBackbone(Backbone):
             )
         init_kernel_(self.token_embedding.weight)
         init_kernel_(self.position_embedding.weight)
-        self.to(self.dtype_policy.variable_dtype)
+        self.to(self._dtype_policy.variable_dtype)
         if not trainable:
             self.requires_grad_(False)
 
@@ -276,6 +308,32 @@ class RobertaBackbone(Backbone):
         if not any(value is choice for choice in (True, False)) and value != "auto":
             raise ValueError(f"`padding_free` must be one of {PADDING_FREE_CHOICES}; got {value!r}.")
         self._padding_free = value
+
+    @property
+    def dtype_policy(self) -> DTypePolicy:
+        """The policy in force. It follows the parameters: after `.to(torch.bfloat16)`,
+        `.half()`, `.double()`, ... a plain policy of the new dtype (see
+        `dtype_policy.policy_after_cast`); mixed policies survive `.float()` and `.to(device)`.
+        """
+        policy = self._dtype_policy
+        weight = self._modules.get("token_embedding")
+        if weight is not None and weight.weight.dtype != policy.variable_dtype:
+            # Parameters replaced without `_apply` (e.g. load_state_dict(assign=True)).
+            policy = policy_after_cast(policy, weight.weight.dtype)
+        return policy
+
+    @dtype_policy.setter
+    def dtype_policy(self, value) -> None:
+        """Set a policy (any form `dtype=` takes), casting the parameters to its variable dtype."""
+        self._dtype_policy = get_dtype_policy(value)
+        if "token_embedding" in self._modules:
+            self.to(self._dtype_policy.variable_dtype)
+
+    def _apply(self, fn, *args, **kwargs):
+        # Every cast (.to, .half, .bfloat16, .float, .double, .cuda, ...) ends here.
+        result = super()._apply(fn, *args, **kwargs)
+        self._dtype_policy = self.dtype_policy
+        return result
 
     @property
     def attention_backend(self):
@@ -318,15 +376,21 @@ class RobertaBackbone(Backbone):
 
     # -- forward ----------------------------------------------------------------------------
 
-    def _execution_plan(self, padding_mask: torch.Tensor | None) -> tuple[torch.Tensor | None, bool]:
+    def _execution_plan(
+        self, padding_mask: torch.Tensor | None, warn_left_padding: bool = False
+    ) -> tuple[torch.Tensor | None, bool]:
         """(mask to use, whether to run padding-free), from one host sync in eager mode.
 
         A mask with no padding is dropped: unmasked attention kernels are faster, and there
-        is nothing to skip.
+        is nothing to skip. `warn_left_padding` (no position_ids given) adds the left-padding
+        test to the same host sync.
         """
         if padding_mask is None or is_compiling():
             return padding_mask, False
-        num_valid = int(padding_mask.sum())  # the one host sync of this decision
+        check_left_padding = warn_left_padding and not self._left_padding_warned
+        num_valid, num_left_padded = padding_statistics(padding_mask, check_left_padding)
+        if num_left_padded:
+            self._warn_left_padding(num_left_padded)
         if num_valid == padding_mask.numel():
             return None, False
         if self._padding_free == "auto":
@@ -334,39 +398,88 @@ class RobertaBackbone(Backbone):
             return padding_mask, padding_fraction >= PADDING_FREE_MIN_PADDING_FRACTION
         return padding_mask, self._padding_free
 
-    def forward(self, inputs=None, *, token_ids=None, padding_mask=None) -> torch.Tensor:
-        """inputs: {"token_ids": (B, T), "padding_mask": (B, T)} -> (B, T, hidden_dim).
+    def _warn_left_padding(self, num_rows: int) -> None:
+        """Once per model: left padding with Keras's column positions is rarely intended."""
+        self._left_padding_warned = True
+        logger.warning(
+            "%s got a left-padded batch (%d row(s) start with padding) and no position_ids: "
+            "positions are by column (0..seq-1) as in keras_hub, so a left-padded row gives "
+            "other outputs than the same text right-padded, and than transformers. Pad on the "
+            "right, or pass position_ids (transformers' positions: "
+            "roberta_torch.transformers_position_ids(padding_mask)). Shown once per model.",
+            type(self).__name__,
+            num_rows,
+        )
 
-        The two tensors may also be passed as keyword arguments.
+    def forward(
+        self,
+        inputs=None,
+        *,
+        token_ids=None,
+        padding_mask=None,
+        position_ids=None,
+        output_hidden_states: bool = False,
+    ):
+        """inputs: {"token_ids": (B, T), "padding_mask": (B, T)[, "position_ids": (B, T)]}
+        -> (B, T, hidden_dim).
+
+        The tensors may also be passed as keyword arguments. `position_ids` (ints in
+        [0, max_sequence_length)) replace Keras's column positions 0..T-1, e.g.
+        `transformers_position_ids(padding_mask)` for transformers' positions on left-padded
+        batches. With `output_hidden_states=True` the result is a `BackboneOutput`:
+        `sequence_output` (what a plain call returns) and `hidden_states`, num_layers + 1
+        tensors (B, T, hidden_dim): the embedding output, then every layer's output.
         """
-        inputs = _merge_call_arguments(inputs, token_ids=token_ids, padding_mask=padding_mask)
+        inputs = _merge_call_arguments(
+            inputs, token_ids=token_ids, padding_mask=padding_mask, position_ids=position_ids
+        )
         token_ids, padding_mask = prepare_inputs(
             inputs, self.vocabulary_size, self.max_sequence_length, self.token_embedding.weight.device
         )
-        compute_dtype = self.dtype_policy.compute_dtype
-        seq = token_ids.shape[1]
+        position_ids = prepare_position_ids(inputs, token_ids, self.max_sequence_length)
+        x = self._embed(token_ids, position_ids)
+        hidden_states = [] if output_hidden_states else None
 
-        # Keras: token + absolute position (0..T-1, not derived from padding).
-        x = self.token_embedding(token_ids).to(compute_dtype)  # (B, T, H)
-        x = x + self.position_embedding.weight[:seq].to(compute_dtype)
-        x = self.embeddings_dropout(self.embeddings_layer_norm(x))
-
-        padding_mask, padding_free = self._execution_plan(padding_mask)
+        padding_mask, padding_free = self._execution_plan(padding_mask, position_ids is None)
         if padding_free:
             layout = packed_layout(padding_mask)
             mask = attention.packed_attention_mask(layout)
-            x = self._run_layers(unpad(x, layout), mask)  # (total, H)
-            return pad(x, layout)  # (B, T, H)
-        mask = attention.padded_attention_mask(padding_mask, eager=not is_compiling())
-        return self._run_layers(x, mask)
+            x = pad(self._run_layers(unpad(x, layout), mask, hidden_states), layout)  # (B, T, H)
+            if hidden_states is not None:
+                hidden_states = [pad(h, layout) for h in hidden_states[:-1]] + [x]
+        else:
+            mask = attention.padded_attention_mask(padding_mask, eager=not is_compiling())
+            x = self._run_layers(x, mask, hidden_states)
+        if hidden_states is None:
+            return x
+        return BackboneOutput(sequence_output=x, hidden_states=tuple(hidden_states))
 
-    def _run_layers(self, x: torch.Tensor, mask: attention.AttentionMask) -> torch.Tensor:
+    def _embed(self, token_ids: torch.Tensor, position_ids: torch.Tensor | None) -> torch.Tensor:
+        """LayerNorm(token + position embedding), in the compute dtype: (B, T, H)."""
+        compute_dtype = self.dtype_policy.compute_dtype
+        x = self.token_embedding(token_ids).to(compute_dtype)
+        if position_ids is None:
+            # Keras: absolute positions 0..T-1 by column, not derived from padding.
+            positions = self.position_embedding.weight[: token_ids.shape[1]]
+        else:
+            positions = self.position_embedding(position_ids)
+        x = x + positions.to(compute_dtype)
+        return self.embeddings_dropout(self.embeddings_layer_norm(x))
+
+    def _run_layers(
+        self, x: torch.Tensor, mask: attention.AttentionMask, hidden_states: list | None = None
+    ) -> torch.Tensor:
+        """The encoder layers; appends the input and every layer's output to `hidden_states`."""
         recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        if hidden_states is not None:
+            hidden_states.append(x)
         for layer in self.layers:
             if recompute:
                 x = checkpoint(layer, x, mask, self._attention_backend, use_reentrant=False)
             else:
                 x = layer(x, mask, self._attention_backend)
+            if hidden_states is not None:
+                hidden_states.append(x)
         return x
 
 

@@ -10,6 +10,7 @@ function (float32 differences are at rounding level; see tests/test_dense.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -63,11 +64,33 @@ def set_onednn_enabled(enabled: bool) -> bool:
     return previous
 
 
-def _cpu_autocast_enabled() -> bool:
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype `torch.autocast` casts matrix products to on `device_type`, or None when
+    autocast is off there."""
     try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        return torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError):  # torch < 2.4: per-device functions
+        if device_type == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        if device_type == "cuda":
+            return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+        return None
+
+
+def autocast_operands(x: torch.Tensor, *tensors):
+    """(x, *tensors) cast to the autocast dtype of x's device when autocast is on there,
+    unchanged otherwise (None entries stay None).
+
+    This is what autocast does to `F.linear`'s inputs; doing it ourselves lets the fused
+    kernels, which autocast does not know, run in the low precision too, and gives the
+    attention backends bfloat16/float16 inputs. float64 is left alone, as autocast does.
+    """
+    dtype = autocast_dtype(x.device.type)
+    if dtype is None or x.dtype == torch.float64 or not x.is_floating_point():
+        return (x, *tensors)
+    return tuple(t if t is None or t.dtype == dtype else t.to(dtype) for t in (x, *tensors))
 
 
 def uses_fused_cpu_path(
@@ -80,11 +103,29 @@ def uses_fused_cpu_path(
         and x.dtype in FUSED_DTYPES
         and x.dtype == weight.dtype
         and (residual is None or residual.dtype == x.dtype)
-        # Autocast casts F.linear's inputs but not oneDNN's: let it do its job.
-        and not _cpu_autocast_enabled()
+        # Autocast casts F.linear's inputs but not oneDNN's: fuse only what it would not
+        # cast (layers.Linear casts its operands to the autocast dtype itself).
+        and autocast_dtype("cpu") in (None, x.dtype)
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         and not is_compiling()  # Inductor fuses on its own
     )
+
+
+# Observers of the path each `linear` call takes (see record_paths); empty in normal runs.
+_path_records: list = []
+
+
+@contextlib.contextmanager
+def record_paths():
+    """Within the block, every `linear` call appends ("fused" or "plain", dtype) to the
+    yielded list: whether oneDNN's fused kernel ran, and in which dtype. For tests,
+    debugging and benchmarks."""
+    calls: list = []
+    _path_records.append(calls)
+    try:
+        yield calls
+    finally:
+        _path_records.remove(calls)
 
 
 def linear(
@@ -99,7 +140,10 @@ def linear(
     x: (..., in); weight: (out, in); bias: (out,); residual: (..., out) or None;
     activation: None or "gelu" (exact, erf). Not both activation and residual.
     """
-    if uses_fused_cpu_path(x, weight, residual):
+    fused = uses_fused_cpu_path(x, weight, residual)
+    for calls in _path_records:
+        calls.append(("fused" if fused else "plain", x.dtype))
+    if fused:
         if residual is not None:
             return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
         if activation == "gelu":

@@ -2,8 +2,9 @@
 
 A policy has a variable dtype (what parameters are stored in) and a compute dtype (what the
 matrix products run in). "mixed_*" policies keep float32 parameters and compute in the low
-precision, exactly as Keras does. Softmax and LayerNorm always run in float32, whatever the
-policy (see layers.py and attention.py).
+precision, exactly as Keras does. Softmax and LayerNorm always run in at least float32,
+whatever the policy (see layers.py and attention.py). "float64" is Keras's name for a double
+policy too; torch users get it from `model.double()`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ _POLICIES = {
     "float32": (torch.float32, torch.float32),
     "bfloat16": (torch.bfloat16, torch.bfloat16),
     "float16": (torch.float16, torch.float16),
+    "float64": (torch.float64, torch.float64),
     "mixed_bfloat16": (torch.float32, torch.bfloat16),
     "mixed_float16": (torch.float32, torch.float16),
 }
@@ -23,9 +25,17 @@ _TORCH_DTYPE_TO_NAME = {
     torch.float32: "float32",
     torch.bfloat16: "bfloat16",
     torch.float16: "float16",
+    torch.float64: "float64",
 }
 # Keras also accepts these spellings.
-_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+_ALIASES = {
+    "fp32": "float32",
+    "bf16": "bfloat16",
+    "fp16": "float16",
+    "half": "float16",
+    "fp64": "float64",
+    "double": "float64",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +67,8 @@ def known_policy_names() -> tuple[str, ...]:
 def get_dtype_policy(dtype=None) -> DTypePolicy:
     """Parse every form Keras accepts for `dtype` into a DTypePolicy.
 
-    Accepted: None (float32), a policy name ("float32", "bfloat16", "float16",
-    "mixed_bfloat16", "mixed_float16"), a torch.dtype of those three floats, a DTypePolicy,
+    Accepted: None (float32), a policy name ("float32", "bfloat16", "float16", "float64",
+    "mixed_bfloat16", "mixed_float16"), a torch.dtype of those four floats, a DTypePolicy,
     or Keras's serialized policy dict {"class_name": "DTypePolicy", "config": {"name": ...}}.
     """
     if dtype is None:
@@ -69,7 +79,7 @@ def get_dtype_policy(dtype=None) -> DTypePolicy:
         if dtype not in _TORCH_DTYPE_TO_NAME:
             raise ValueError(
                 f"`dtype`={dtype} is not supported; use one of torch.float32, torch.bfloat16, "
-                f"torch.float16 or a policy name {known_policy_names()}."
+                f"torch.float16, torch.float64 or a policy name {known_policy_names()}."
             )
         name = _TORCH_DTYPE_TO_NAME[dtype]
     elif isinstance(dtype, dict):
@@ -93,3 +103,22 @@ def get_dtype_policy(dtype=None) -> DTypePolicy:
         )
     variable_dtype, compute_dtype = _POLICIES[name]
     return DTypePolicy(name, variable_dtype, compute_dtype)
+
+
+def policy_after_cast(policy: DTypePolicy, parameter_dtype: torch.dtype) -> DTypePolicy:
+    """The policy of a model whose parameters now have `parameter_dtype` (after `.to(dtype)`,
+    `.half()`, `load_state_dict(..., assign=True)`, ...).
+
+    Parameters still in the policy's variable dtype keep the policy (a mixed policy survives
+    `.float()` and `.to(device)`). Otherwise the parameters' dtype wins and becomes the plain
+    policy of that dtype: `.half()` on a "mixed_bfloat16" model gives "float16", as torch users
+    expect from `.half()` (float16 parameters, float16 compute).
+    """
+    if parameter_dtype == policy.variable_dtype:
+        return policy
+    if parameter_dtype not in _TORCH_DTYPE_TO_NAME:
+        raise TypeError(
+            f"Parameters of dtype {parameter_dtype} are not supported; cast the model to one of "
+            f"{', '.join(str(d) for d in _TORCH_DTYPE_TO_NAME)}."
+        )
+    return get_dtype_policy(parameter_dtype)

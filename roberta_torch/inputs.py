@@ -17,9 +17,20 @@ _INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint
 _MASK_DTYPES = (torch.bool, *_INTEGER_DTYPES, torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+INPUT_KEYS = ("token_ids", "padding_mask", "position_ids")
+
+
 def is_compiling() -> bool:
+    """True while torch.compile or torch.export traces: no host syncs, no data-dependent
+    Python branches. (torch 2.13 reports export as compiling; older versions may only set
+    `is_exporting`, so both are asked.)"""
     compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and compiler.is_compiling())
+    if compiler is None:
+        return False
+    if compiler.is_compiling():
+        return True
+    is_exporting = getattr(compiler, "is_exporting", None)
+    return bool(is_exporting is not None and is_exporting())
 
 
 def _as_tensor(value, argument: str) -> torch.Tensor:
@@ -77,10 +88,11 @@ def prepare_inputs(
             f"`inputs` has no 'token_ids' key (keys: {sorted(inputs)}); pass "
             "{'token_ids': ..., 'padding_mask': ...}."
         )
-    unknown = set(inputs) - {"token_ids", "padding_mask"}
+    unknown = set(inputs) - set(INPUT_KEYS)
     if unknown:
         raise ValueError(
-            f"`inputs` has unknown keys {sorted(unknown)}; allowed: 'token_ids', 'padding_mask'."
+            f"`inputs` has unknown keys {sorted(unknown)}; allowed: "
+            f"{', '.join(repr(k) for k in INPUT_KEYS)}."
         )
 
     token_ids = _as_tensor(inputs["token_ids"], "token_ids")
@@ -151,3 +163,59 @@ def _check_values(token_ids, padding_mask, vocabulary_size: int) -> None:
         raise ValueError(
             f"`padding_mask` values must be 0 or 1 (or bool); found {bad_values}."
         )
+
+
+def prepare_position_ids(inputs, token_ids: torch.Tensor, max_sequence_length: int) -> torch.Tensor | None:
+    """Validate the optional `inputs["position_ids"]` against the prepared `token_ids`.
+
+    Returns (batch, seq) integer positions on token_ids' device, or None (Keras's column
+    positions). Checked like token_ids: same shape, integers, values in
+    [0, max_sequence_length) (a ValueError in eager mode, a runtime assert under compile).
+    """
+    position_ids = inputs.get("position_ids")
+    if position_ids is None:
+        return None
+    position_ids = _as_tensor(position_ids, "position_ids")
+    _check_rank2(position_ids, "position_ids")
+    if position_ids.shape != token_ids.shape:
+        raise ValueError(
+            f"`position_ids` has shape {tuple(position_ids.shape)} but `token_ids` has shape "
+            f"{tuple(token_ids.shape)}; they must match."
+        )
+    if position_ids.dtype not in _INTEGER_DTYPES:
+        raise TypeError(
+            f"`position_ids` must hold integers; got dtype {position_ids.dtype}. Cast with .long()."
+        )
+    position_ids = position_ids.to(token_ids.device, non_blocking=True)
+    if position_ids.dtype in (torch.uint8, torch.int8, torch.int16):
+        position_ids = position_ids.long()
+    in_range = (position_ids >= 0) & (position_ids < max_sequence_length)
+    message = f"position_ids must lie in [0, max_sequence_length={max_sequence_length})"
+    if is_compiling():
+        torch._assert_async(in_range.all(), message)
+    elif not bool(in_range.all()):
+        raise ValueError(
+            f"`position_ids` must lie in [0, max_sequence_length={max_sequence_length}); found "
+            f"min {int(position_ids.min())}, max {int(position_ids.max())}. For transformers' "
+            "positions use roberta_torch.transformers_position_ids(padding_mask), which already "
+            "subtracts transformers' offset of 2."
+        )
+    return position_ids
+
+
+def transformers_position_ids(padding_mask) -> torch.Tensor:
+    """The positions transformers' RobertaModel / XLMRobertaModel use, as rows of this
+    package's position table: (batch, seq) int64.
+
+    transformers numbers the valid tokens of each row 2, 3, 4, ... (`cumsum(mask) * mask +
+    padding_idx`, padding_idx = 1) and keeps two reserved rows in front of its table; a
+    converted checkpoint drops them (our row i = transformers' row i + 2). So the valid
+    tokens get `cumsum(mask) - 1` = 0, 1, 2, ...; padded tokens get 0 (their output is
+    not used). For right-padded rows this equals the default column positions; for
+    left-padded rows it gives transformers' outputs. transformers derives its mask from
+    `input_ids != pad_token_id`; pass that mask if the two differ.
+    """
+    mask = _as_tensor(padding_mask, "padding_mask")
+    _check_rank2(mask, "padding_mask")
+    mask = mask != 0
+    return ((mask.cumsum(dim=1) - 1) * mask).long()

@@ -29,8 +29,9 @@ def init_kernel_(tensor: torch.Tensor) -> torch.Tensor:
 
 
 class LayerNorm32(nn.LayerNorm):
-    """LayerNorm whose statistics and affine transform are computed in float32 for any input
-    dtype, returned in the input dtype (Keras's LayerNormalization under low precision).
+    """LayerNorm whose statistics and affine transform are computed in at least float32 for
+    any input dtype (float64 stays float64), returned in the input dtype (Keras's
+    LayerNormalization under low precision).
 
     torch's CPU and CUDA layer_norm kernels already accumulate bfloat16/float16 inputs in
     float32 ("opmath"), so casting the activations up and back would only add two copies.
@@ -46,7 +47,8 @@ class LayerNorm32(nn.LayerNorm):
 
 class Linear(nn.Linear):
     """nn.Linear that runs in its input's dtype: mixed policies keep float32 weights and
-    compute in bfloat16/float16, like Keras's autocasting."""
+    compute in bfloat16/float16, like Keras's autocasting. Under `torch.autocast` it runs in
+    the autocast dtype, the residual add included."""
 
     def reset_parameters(self) -> None:
         init_kernel_(self.weight)
@@ -59,6 +61,7 @@ class Linear(nn.Linear):
         residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """activation(x W^T + b) [+ residual], the epilogue fused where possible."""
+        x, residual = dense.autocast_operands(x, residual)
         weight, bias = self.weight, self.bias
         if weight.dtype != x.dtype:
             weight, bias = weight.to(x.dtype), bias.to(x.dtype)
