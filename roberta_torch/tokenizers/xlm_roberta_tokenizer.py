@@ -90,7 +90,12 @@ class _SentencePieceBackend:
         return self.processor.IdToPiece(token_id - 1)
 
     def piece_id(self, token: str) -> int:
-        return _fairseq_id(self.processor.PieceToId(token))
+        # keras_hub's token_to_id maps by meaning (the "<unk>" piece's id -> 3), unlike its
+        # tokenize (the fixed rule above); both are followed exactly.
+        spm_id = self.processor.PieceToId(token)
+        if spm_id == self.processor.PieceToId("<unk>"):
+            return FAIRSEQ_PREFIX.index("<unk>")
+        return spm_id + 1
 
     def vocabulary(self) -> list[str]:
         pieces = [self.processor.IdToPiece(i) for i in range(self.piece_count)]
