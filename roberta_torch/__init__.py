@@ -5,6 +5,7 @@ from .dtype_policy import DTypePolicy, get_dtype_policy
 from .inputs import transformers_position_ids
 from .kernels import flash_attention, flash_attention_varlen
 from .preprocessor import Preprocessor, RobertaPreprocessor, XLMRobertaPreprocessor
+from .presets.preset import Preset, open_preset
 from .tokenizers import RobertaTokenizer, Tokenizer, XLMRobertaTokenizer
 
 __version__ = "0.1.0"
@@ -25,5 +26,7 @@ __all__ = [
     "Preprocessor",
     "RobertaPreprocessor",
     "XLMRobertaPreprocessor",
+    "Preset",
+    "open_preset",
     "__version__",
 ]

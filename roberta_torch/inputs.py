@@ -59,6 +59,18 @@ def _as_tensor(value, argument: str) -> torch.Tensor:
     )
 
 
+def _companion_tensor(value, argument: str, token_ids: torch.Tensor) -> torch.Tensor:
+    """A per-token input (mask, positions) as a tensor of token_ids' shape."""
+    tensor = _as_tensor(value, argument)
+    _check_rank2(tensor, argument)
+    if tensor.shape != token_ids.shape:
+        raise ValueError(
+            f"`{argument}` has shape {tuple(tensor.shape)} but `token_ids` has shape "
+            f"{tuple(token_ids.shape)}; they must match."
+        )
+    return tensor
+
+
 def _check_rank2(tensor: torch.Tensor, argument: str) -> None:
     if tensor.dim() != 2:
         hint = " Add a batch dimension, e.g. x[None]." if tensor.dim() == 1 else ""
@@ -113,13 +125,7 @@ def prepare_inputs(
 
     padding_mask = inputs.get("padding_mask")
     if padding_mask is not None:
-        padding_mask = _as_tensor(padding_mask, "padding_mask")
-        _check_rank2(padding_mask, "padding_mask")
-        if padding_mask.shape != token_ids.shape:
-            raise ValueError(
-                f"`padding_mask` has shape {tuple(padding_mask.shape)} but `token_ids` has "
-                f"shape {tuple(token_ids.shape)}; they must match."
-            )
+        padding_mask = _companion_tensor(padding_mask, "padding_mask", token_ids)
         if padding_mask.dtype not in _MASK_DTYPES:
             raise TypeError(
                 f"`padding_mask` must be bool or 0/1 numbers; got dtype {padding_mask.dtype}."
@@ -175,13 +181,7 @@ def prepare_position_ids(inputs, token_ids: torch.Tensor, max_sequence_length: i
     position_ids = inputs.get("position_ids")
     if position_ids is None:
         return None
-    position_ids = _as_tensor(position_ids, "position_ids")
-    _check_rank2(position_ids, "position_ids")
-    if position_ids.shape != token_ids.shape:
-        raise ValueError(
-            f"`position_ids` has shape {tuple(position_ids.shape)} but `token_ids` has shape "
-            f"{tuple(token_ids.shape)}; they must match."
-        )
+    position_ids = _companion_tensor(position_ids, "position_ids", token_ids)
     if position_ids.dtype not in _INTEGER_DTYPES:
         raise TypeError(
             f"`position_ids` must hold integers; got dtype {position_ids.dtype}. Cast with .long()."

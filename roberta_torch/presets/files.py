@@ -137,8 +137,8 @@ def preset_file(directory: pathlib.Path, name: str, root: pathlib.Path | None = 
 # -- writing ----------------------------------------------------------------------------------
 
 
-def check_output_directory(directory, argument: str = "directory") -> pathlib.Path:
-    """Validate (and create) a directory to write a preset into."""
+def output_directory_path(directory, argument: str = "directory") -> pathlib.Path:
+    """A destination directory argument as a path: not empty, not a link, not a file."""
     if isinstance(directory, (bytes, bytearray)):
         directory = os.fsdecode(directory)
     if not isinstance(directory, (str, os.PathLike)):
@@ -150,6 +150,12 @@ def check_output_directory(directory, argument: str = "directory") -> pathlib.Pa
         raise ValueError(f"`{argument}`={str(directory)!r} is a symbolic link; pass the real directory.")
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"`{argument}`={str(directory)!r} is a file; pass a directory to write the preset into.")
+    return directory
+
+
+def check_output_directory(directory, argument: str = "directory") -> pathlib.Path:
+    """Validate (and create) a directory to write preset files into."""
+    directory = output_directory_path(directory, argument)
     directory.mkdir(parents=True, exist_ok=True)
     return directory
 
@@ -273,17 +279,7 @@ def staged_directory(directory, *, overwrite: bool = False, argument: str = "dir
 
     if not isinstance(overwrite, bool):
         raise TypeError(f"`overwrite` must be a bool; got {type(overwrite).__name__} ({overwrite!r}).")
-    if isinstance(directory, (bytes, bytearray)):
-        directory = os.fsdecode(directory)
-    if not isinstance(directory, (str, os.PathLike)):
-        raise TypeError(f"`{argument}` must be a str or a path; got {type(directory).__name__}.")
-    if not os.fspath(directory):
-        raise ValueError(f"`{argument}` is an empty path; name the directory to write the preset into.")
-    directory = pathlib.Path(directory)
-    if directory.is_symlink():
-        raise ValueError(f"`{argument}`={str(directory)!r} is a symbolic link; pass the real directory.")
-    if directory.exists() and not directory.is_dir():
-        raise ValueError(f"`{argument}`={str(directory)!r} is a file; pass a directory to write the preset into.")
+    directory = output_directory_path(directory, argument)
     non_empty = directory.is_dir() and any(directory.iterdir())
     if non_empty and not overwrite:
         raise ValueError(

@@ -16,9 +16,7 @@ from __future__ import annotations
 import logging
 import os
 
-import torch
-
-from .mapping import check_rows, describe_problems, fill_tensors
+from .mapping import allocate_like, check_rows_or_raise, fill_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -68,26 +66,22 @@ def load_backbone_weights(model, preset, config: dict, dims: dict, source, descr
     model_tensors = dict(model.state_dict())
     rows = fmt.conversion_rows(config, model_tensors)
     table_dims = fmt.table_dims(config, dims)
-    problems, leftovers = check_rows(
+    leftovers = check_rows_or_raise(
         rows,
         source,
         model_tensors,
         table_dims,
         ignored_prefixes=fmt.IGNORED_PREFIXES,
         leftover_prefixes=_HEAD_PREFIXES_BY_FORMAT.get(fmt.NAME, ()),
+        description=description,
     )
-    if problems:
-        ignored = f" (ignored: {', '.join(p + '*' for p in fmt.IGNORED_PREFIXES)})" if fmt.IGNORED_PREFIXES else ""
-        raise ValueError(f"Cannot load {description}: {len(problems)} problem(s){ignored}:" + describe_problems(problems))
     if leftovers:
         shown = ", ".join(leftovers[:8]) + (f" and {len(leftovers) - 8} more" if len(leftovers) > 8 else "")
         logger.info(
             "%s holds task-head tensors a backbone does not use; left them: %s. Load it with the matching "
             "task class to keep them.", preset.handle, shown
         )
-    targets = {
-        key: torch.empty(tuple(t.shape), dtype=t.dtype, device=device or "cpu") for key, t in model_tensors.items()
-    }
+    targets = allocate_like(model_tensors, device)
     fill_tensors(rows, source, targets, table_dims)
     model.load_state_dict(targets, strict=True, assign=True)
     leftover_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]

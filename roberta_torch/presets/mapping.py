@@ -82,12 +82,18 @@ def table_rows(table, source_prefix: str = "", model_prefix: str = "") -> list[R
 
 @dataclasses.dataclass(frozen=True)
 class SourceTensor:
-    """A tensor in a checkpoint file, read only when needed: shape, dtype name, file, loader."""
+    """A tensor in a checkpoint file, read only when needed: shape, dtype name, file, loader.
+
+    `read_into(target) -> bool`, where a format offers it, reads the data straight into a
+    contiguous CPU tensor of the same shape and dtype (no intermediate copy) and returns
+    whether it could.
+    """
 
     shape: Shape
     dtype: str
     file: str
     load: Callable[[], torch.Tensor]
+    read_into: Callable[[torch.Tensor], bool] | None = None
 
 
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -171,6 +177,9 @@ def fill_tensors(
             work = torch.empty(target.shape, dtype=torch.float32, device=target.device) if summed else target
             for row in sorted(key_rows, key=lambda r: r.add):  # fills before additions
                 block = work.chunk(row.parts, dim=0)[row.part] if row.parts > 1 else work
+                tensor = source[row.source_key]
+                if row.transform is COPY and not row.add and tensor.read_into is not None and tensor.read_into(block):
+                    continue  # read straight into the parameter: no intermediate copy
                 value = row.transform.to_model(source[row.source_key].load(), dims)
                 expected = torch.broadcast_shapes(value.shape, block.shape) if row.add else value.shape
                 if tuple(expected) != tuple(block.shape):  # a table whose transforms disagree
@@ -186,7 +195,7 @@ def fill_tensors(
                 target.copy_(work)
 
 
-def assemble_state_dict(
+def check_rows_or_raise(
     rows: list[Row],
     source: Mapping[str, SourceTensor],
     model_tensors: Mapping[str, torch.Tensor],
@@ -195,17 +204,9 @@ def assemble_state_dict(
     ignored_prefixes: tuple[str, ...] = (),
     leftover_prefixes: tuple[str, ...] = (),
     description: str,
-    device=None,
-) -> dict[str, torch.Tensor]:
-    """Build the full model state dict from `source`, or raise one ValueError listing the
-    missing, unused, mis-shaped or non-float tensors (the first MAX_LISTED_PROBLEMS of them,
-    and how many more).
-
-    model_tensors: the model's state dict (meta tensors are fine): shapes and dtypes.
-    description: what is being read (a file or a directory), for the error message.
-    Returns model key -> tensor with the model tensor's shape and dtype, on `device` (CPU by
-    default), filled tensor by tensor (see fill_tensors).
-    """
+) -> list[str]:
+    """check_rows, raising one ValueError that lists the problems (the first
+    MAX_LISTED_PROBLEMS, and how many more); returns the leftover keys."""
     problems, leftovers = check_rows(
         rows, source, model_tensors, dims, ignored_prefixes=ignored_prefixes, leftover_prefixes=leftover_prefixes
     )
@@ -214,9 +215,34 @@ def assemble_state_dict(
         raise ValueError(
             f"Cannot load {description}: {len(problems)} problem(s){ignored}:" + describe_problems(problems)
         )
-    targets = {
-        key: torch.empty(tuple(t.shape), dtype=t.dtype, device=device or "cpu") for key, t in model_tensors.items()
-    }
+    return leftovers
+
+
+def allocate_like(model_tensors: Mapping[str, torch.Tensor], device=None) -> dict[str, torch.Tensor]:
+    """Uninitialized tensors with the model's shapes and dtypes (meta tensors are fine)."""
+    return {key: torch.empty(tuple(t.shape), dtype=t.dtype, device=device or "cpu") for key, t in model_tensors.items()}
+
+
+def assemble_state_dict(
+    rows: list[Row],
+    source: Mapping[str, SourceTensor],
+    model_tensors: Mapping[str, torch.Tensor],
+    dims: Mapping,
+    *,
+    ignored_prefixes: tuple[str, ...] = (),
+    description: str,
+    device=None,
+) -> dict[str, torch.Tensor]:
+    """Build the full model state dict from `source`, or raise one ValueError listing the
+    missing, unused, mis-shaped or non-float tensors.
+
+    model_tensors: the model's state dict (meta tensors are fine): shapes and dtypes.
+    description: what is being read (a file or a directory), for the error message.
+    Returns model key -> tensor with the model tensor's shape and dtype, on `device` (CPU by
+    default), filled tensor by tensor (see fill_tensors).
+    """
+    check_rows_or_raise(rows, source, model_tensors, dims, ignored_prefixes=ignored_prefixes, description=description)
+    targets = allocate_like(model_tensors, device)
     fill_tensors(rows, source, targets, dims)
     return targets
 

@@ -14,7 +14,7 @@ import pathlib
 
 import torch
 
-from . import files
+from . import files, keras_format
 from .mapping import Row
 
 NAME = "roberta_torch"
@@ -43,10 +43,8 @@ def class_name(raw: dict, path) -> str:
     return parse_config(raw, path, {})[0]
 
 
-def max_sequence_length(raw: dict) -> int | None:
-    config = raw.get("config")
-    value = config.get("max_sequence_length") if isinstance(config, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+# The same {"class_name", "config": {...}} layout as a Keras config.json.
+max_sequence_length = keras_format.max_sequence_length
 
 
 def hub_weight_candidates(allow_pickle: bool) -> tuple[str, ...]:

@@ -8,8 +8,15 @@ import torch
 PAD = 1  # pad_token_id of every real RoBERTa / XLM-R checkpoint
 
 
-def random_transformers_model(model_type: str = "roberta", seed: int = 0, **overrides):
-    """A transformers model with every tensor random (LayerNorm and biases included), eval mode."""
+def random_transformers_model(
+    model_type: str = "roberta",
+    seed: int = 0,
+    attn_implementation: str = "eager",
+    add_pooling_layer: bool = False,
+    **overrides,
+):
+    """A transformers model with every tensor random (LayerNorm and biases included), eval mode.
+    `overrides` change the config (e.g. type_vocab_size=2)."""
     import transformers
 
     roberta = model_type == "roberta"
@@ -28,7 +35,8 @@ def random_transformers_model(model_type: str = "roberta", seed: int = 0, **over
     )
     config.update(overrides)
     torch.manual_seed(seed)
-    model = model_cls(config_cls(**config), add_pooling_layer=False)
+    model = model_cls(config_cls(**config), add_pooling_layer=add_pooling_layer)
+    model.config._attn_implementation = attn_implementation
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():

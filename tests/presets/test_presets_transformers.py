@@ -11,6 +11,7 @@ import torch
 
 import roberta_torch
 from helpers.keras_fixtures import max_relative_error
+from helpers.transformers_models import random_transformers_model
 
 transformers = pytest.importorskip("transformers")
 
@@ -19,30 +20,9 @@ PAD = 1  # pad_token_id of every real RoBERTa / XLM-R checkpoint
 
 
 def make_hf_model(model_type="roberta", attn_implementation="eager", seed=0, **overrides):
-    config_cls = transformers.RobertaConfig if model_type == "roberta" else transformers.XLMRobertaConfig
-    model_cls = transformers.RobertaModel if model_type == "roberta" else transformers.XLMRobertaModel
-    config = dict(
-        vocab_size=61,
-        hidden_size=12,
-        num_hidden_layers=2,
-        num_attention_heads=3,
-        intermediate_size=20,
-        max_position_embeddings=16 + PAD + 1,
-        layer_norm_eps=1e-5,
-        type_vocab_size=2,
-        pad_token_id=PAD,
-    )
-    config.update(overrides)
-    torch.manual_seed(seed)
-    model = model_cls(config_cls(**config), add_pooling_layer=True)
-    model.config._attn_implementation = attn_implementation
-    with torch.no_grad():  # every tensor random, LayerNorm and biases included
-        for name, param in model.named_parameters():
-            param.copy_(
-                torch.randn_like(param) * (0.5 if "LayerNorm" not in name else 0.2)
-                + ("LayerNorm.weight" in name)
-            )
-    return model.eval()
+    """Two token types and a pooler, so both are exercised (the pooler is a head tensor)."""
+    config = {"type_vocab_size": 2, **overrides}
+    return random_transformers_model(model_type, seed, attn_implementation, add_pooling_layer=True, **config)
 
 
 def right_padded_batch(vocab_size, max_len, seed=0):
