@@ -213,33 +213,42 @@ def plot(records, path, args):
 
 
 def sweep_configs(args):
-    """Time alternative (BLOCK_M, BLOCK_N, warps, stages) entries of the launch tables."""
+    """Time alternative tiles (BLOCK_M, BLOCK_N, warps, stages) for head dim 64, no dropout,
+    each passed to the launchers as a modified copy of the GPU launch table."""
     from roberta_torch.kernels import flash_attn_triton as kernels
 
     candidates = {
-        "FORWARD_CONFIGS": [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 4), (64, 64, 4, 3)],
-        "BACKWARD_DKDV_CONFIGS": [(32, 128, 8, 3), (32, 128, 4, 4), (64, 128, 8, 3), (16, 128, 8, 3), (32, 64, 4, 3)],
-        "BACKWARD_DQ_CONFIGS": [(128, 32, 8, 3), (128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
+        "forward": [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 4), (64, 64, 4, 3)],
+        "backward_dkdv": [(32, 128, 8, 3), (32, 128, 4, 4), (64, 128, 8, 3), (16, 128, 8, 3), (32, 64, 4, 3)],
+        "backward_dq": [(128, 32, 8, 3), (128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
     }
     heads, seqlen = args.heads[-1], 1024
-    q, k, v, lengths = _make_inputs(max(1, args.tokens // seqlen), seqlen, heads, 0.0)
-    run, leaves = _implementations(q, k, v, lengths)["triton_padded"]
-    for table_name, configs in candidates.items():
-        table = getattr(kernels, table_name)
-        original = table[(64, False)]
-        mode = "fwd" if table_name == "FORWARD_CONFIGS" else "fwd+bwd"
+    batch = max(1, args.tokens // seqlen)
+    q, k, v, lengths = _make_inputs(batch, seqlen, heads, 0.0)
+    packed = [x.detach().reshape(batch * seqlen, heads, HEAD_DIM) for x in (q, k, v)]
+    bounds = lengths.to(torch.int32)
+    layout = (bounds, None, False, batch, seqlen, HEAD_DIM ** -0.5, 0.0, None)
+    out, lse_log2 = kernels.attention_forward(*packed, *layout)
+    dout = torch.randn_like(out)
+    runs = {
+        "fwd": lambda table: kernels.attention_forward(*packed, *layout, launch_table=table),
+        "bwd": lambda table: kernels.attention_backward(dout, *packed, out, lse_log2, *layout, launch_table=table),
+    }
+    base = kernels.GPU_LAUNCH_TABLE
+    for kernel, configs in candidates.items():
+        mode = "fwd" if kernel == "forward" else "bwd"
         for config in configs:
-            table[(64, False)] = config
+            table = base.replace(kernel, (64, False), config)
             try:
-                ms = _time_ms(run, leaves, mode)
+                from triton.testing import do_bench
+                ms = do_bench(lambda: runs[mode](table))
                 result = f"{_useful_flops(lengths, heads, mode) / (ms * 1e-3) / 1e12:7.1f} TFLOP/s ({mode})"
             except Exception as error:  # out of shared memory etc.: report and go on
                 result = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:100]}"
-            print(f"{table_name}[(64, False)] = {config}: {result}", flush=True)
-        table[(64, False)] = original
+            print(f"{kernel}[(64, False)] = {config}: {result}", flush=True)
 
 
-def aot_compile_check():
+def aot_compile_check(layouts=("padded", "varlen", "masked")):
     """Compile every kernel variant for sm_90 ahead of time (no GPU needed) and report the
     ptxas register count, spill stack and shared memory of the configured tiles."""
     import re
@@ -254,19 +263,26 @@ def aot_compile_check():
 
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     kernel_pointers = {
-        kernels._attention_forward_kernel: ("Q", "K", "V", "Out"),
-        kernels._attention_backward_dkdv_kernel: ("Q", "K", "V", "DOut", "DK", "DV"),
-        kernels._attention_backward_dq_kernel: ("Q", "K", "V", "DOut", "DQ"),
+        "forward": (kernels._attention_forward_kernel, ("Q", "K", "V", "Out")),
+        "backward_dkdv": (kernels._attention_backward_dkdv_kernel, ("Q", "K", "V", "DOut", "DK", "DV")),
+        "backward_dq": (kernels._attention_backward_dq_kernel, ("Q", "K", "V", "DOut", "DQ")),
     }
-    tables = (kernels.FORWARD_CONFIGS, kernels.BACKWARD_DKDV_CONFIGS, kernels.BACKWARD_DQ_CONFIGS)
+    table = kernels.GPU_LAUNCH_TABLE
     failures = 0
-    for head_dim, is_varlen, has_dropout in itertools.product((32, 64, 80, 128), (False, True), (False, True)):
+    for head_dim, layout, has_dropout in itertools.product((32, 64, 80, 128), layouts, (False, True)):
         block_d = triton.next_power_of_2(head_dim)
         cells = []
-        for (kernel, pointers), table in zip(kernel_pointers.items(), tables):
-            block_m, block_n, num_warps, num_stages = kernels._launch_config(table, block_d, has_dropout)
-            constexprs = dict(HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=block_m, BLOCK_N=block_n,
-                              IS_VARLEN=is_varlen, HAS_LENGTHS=True, HAS_DROPOUT=has_dropout, DOT_IN_FP32=False)
+        for table_name, (kernel, pointers) in kernel_pointers.items():
+            tile = table.tile(table_name, block_d, has_dropout)
+            has_mask = layout == "masked"
+            # What a real launch passes: None pointers (no mask, no dropout) become constexprs.
+            constexprs = dict(HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=tile.block_m, BLOCK_N=tile.block_n,
+                              IS_VARLEN=layout == "varlen", HAS_LENGTHS=True, HAS_KEY_MASK=has_mask,
+                              HAS_DROPOUT=has_dropout, DOT_IN_FP32=False)
+            if not has_mask:
+                constexprs["KeyMask"] = None
+            if not has_dropout:
+                constexprs["DropoutSeed"] = None
             signature = {}
             for name in kernel.arg_names:
                 if name in constexprs:
@@ -277,6 +293,8 @@ def aot_compile_check():
                     signature[name] = "*fp32"
                 elif name == "SequenceBounds":
                     signature[name] = "*i32"
+                elif name == "KeyMask":
+                    signature[name] = "*u8"
                 elif name == "DropoutSeed":
                     signature[name] = "*i64"
                 elif name.startswith("stride") or name in ("total_tokens", "max_seqlen"):
@@ -289,7 +307,8 @@ def aot_compile_check():
             try:
                 compiled = triton.compile(
                     triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs),
-                    target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": num_stages})
+                    target=GPUTarget("cuda", 90, 32),
+                    options={"num_warps": tile.num_warps, "num_stages": tile.num_stages})
                 with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
                     cubin.write(compiled.asm["cubin"])
                     cubin.flush()
@@ -301,7 +320,7 @@ def aot_compile_check():
             except Exception as error:
                 failures += 1
                 cells.append(f"FAILED {type(error).__name__}: {str(error)[:200]}")
-        label = f"d{head_dim} {'varlen' if is_varlen else 'padded'}{' dropout' if has_dropout else ''}"
+        label = f"d{head_dim} {layout}{' dropout' if has_dropout else ''}"
         print(f"{label:<22} fwd: {cells[0]} | dkdv: {cells[1]} | dq: {cells[2]}", flush=True)
     return failures
 

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.mark.parametrize("head_dim", [32, 64, 80, 96, 128])
 @pytest.mark.parametrize("seq", [512, 1024])
 def test_padded_kernel_at_real_sizes(dtype, head_dim, seq):
-    from roberta_torch.kernels import attention_reference, flash_attention
+    from roberta_torch.kernels import flash_attention
+    from roberta_torch.kernels.reference import attention_reference
 
     g = torch.Generator().manual_seed(seq + head_dim)
     shape = (4, seq, 12, head_dim)
@@ -34,7 +35,8 @@ def test_padded_kernel_at_real_sizes(dtype, head_dim, seq):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_varlen_kernel_at_real_sizes(dtype):
-    from roberta_torch.kernels import attention_reference_varlen, flash_attention_varlen
+    from roberta_torch.kernels import flash_attention_varlen
+    from roberta_torch.kernels.reference import attention_reference_varlen
 
     g = torch.Generator().manual_seed(0)
     lengths = [512, 1, 0, 300, 129, 1000]
