@@ -78,8 +78,8 @@ class AttentionMask:
 def padded_attention_mask(padding_mask: torch.Tensor | None, eager: bool = True) -> AttentionMask:
     """Prepare a (batch, seq) bool padding mask (True = valid) for padded attention.
 
-    `eager=False` (inside torch.compile) rules out the host sync of the prefix test, so
-    padded batches then keep SDPA's general mask.
+    `eager=False` marks a call inside torch.compile, where no host sync may happen (the
+    Triton path needs none: it takes the mask itself).
     """
     if padding_mask is None:
         return AttentionMask(eager=eager)
