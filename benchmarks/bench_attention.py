@@ -4,6 +4,10 @@ Counts only useful work: forward FLOPs = 4 * sum_b(len_b^2) * heads * head_dim, 
 = 2.5x that, forward+backward = 3.5x. Implementations:
 
 * `triton_padded`: `flash_attention(q, k, v, key_lengths)` on the padded batch.
+* `triton_masked`: `flash_attention(q, k, v, key_padding_mask=mask)`, the path the model
+  takes for every padded batch; `mask` is the same right padding (padded batches only).
+* `triton_scattered`: the same call with the valid tokens of each row scattered at random
+  (same counts, so the same useful work; padded batches only).
 * `triton_varlen`: `flash_attention_varlen` on the same tokens packed.
 * `sdpa_flash`: SDPA restricted to its flash backend (unpadded batches only: it takes no mask).
 * `sdpa_masked`: SDPA with a boolean key-padding mask (padded batches; PyTorch then picks
@@ -29,6 +33,17 @@ import torch
 
 DTYPE = torch.bfloat16
 HEAD_DIM = 64
+# `--smoke` runs every implementation once, untimed, on tiny shapes: on the CPU under
+# TRITON_INTERPRET=1 it checks the script itself before any GPU time is spent on it.
+SMOKE = False
+
+
+def _device():
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _device_name():
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (Triton interpreter, smoke run)"
 
 
 def _lengths(batch, seqlen, padding, generator):
@@ -44,9 +59,9 @@ def _lengths(batch, seqlen, padding, generator):
 def _make_inputs(batch, seqlen, heads, padding, seed=0):
     generator = torch.Generator().manual_seed(seed)
     lengths = _lengths(batch, seqlen, padding, generator)
-    q, k, v = (torch.randn(batch, seqlen, heads, HEAD_DIM, device="cuda", dtype=DTYPE).requires_grad_()
+    q, k, v = (torch.randn(batch, seqlen, heads, HEAD_DIM, device=_device(), dtype=DTYPE).requires_grad_()
                for _ in range(3))
-    return q, k, v, lengths.cuda()
+    return q, k, v, lengths.to(_device())
 
 
 def _pack(x, lengths):
@@ -68,15 +83,21 @@ def _implementations(q, k, v, lengths):
     key_mask = (torch.arange(seqlen, device=q.device)[None, :] < lengths[:, None])[:, None, None, :]
 
     def sdpa_flash():
-        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION] if q.is_cuda else [SDPBackend.MATH]):
             return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
 
     def sdpa_masked():
         return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                               attn_mask=key_mask)
 
+    scattered = torch.rand(key_mask.shape[0], seqlen, device=q.device).argsort(dim=1) < lengths[:, None]
+
     return {
         "triton_padded": (lambda: flash_attention(q, k, v, lengths, validate_lengths=False), (q, k, v)),
+        "triton_masked": (lambda: flash_attention(q, k, v, key_padding_mask=key_mask[:, 0, 0, :]), (q, k, v))
+        if padded else None,
+        "triton_scattered": (lambda: flash_attention(q, k, v, key_padding_mask=scattered), (q, k, v))
+        if padded else None,
         "triton_varlen": (lambda: flash_attention_varlen(*packed, cu_seqlens, seqlen, validate_lengths=False),
                           packed),
         "sdpa_flash": None if padded else (sdpa_flash, (q, k, v)),
@@ -85,6 +106,11 @@ def _implementations(q, k, v, lengths):
 
 
 def _time_ms(run, leaves, mode):
+    if SMOKE:  # one untimed call of what would be timed
+        out = run()
+        if mode != "fwd":
+            out.backward(torch.ones_like(out))
+        return 1.0
     from triton.testing import do_bench
 
     if mode == "fwd":
@@ -104,19 +130,23 @@ def _useful_flops(lengths, heads, mode):
 
 
 def _check_against_sdpa(q, k, v, lengths):
-    """Max |triton - SDPA| over valid rows (a smoke test; tests/ hold the real checks)."""
+    """Max |triton - SDPA| over valid rows, right-padded and scattered masks (a smoke test;
+    tests/ hold the real checks)."""
     import torch.nn.functional as F
 
     from roberta_torch.kernels import flash_attention
 
     seqlen = q.shape[1]
-    valid = torch.arange(seqlen, device=q.device)[None, :] < lengths[:, None]
+    right = torch.arange(seqlen, device=q.device)[None, :] < lengths[:, None]
+    scattered = torch.rand(right.shape, device=q.device).argsort(dim=1) < lengths[:, None]
+    errors = []
     with torch.no_grad():
-        ours = flash_attention(q, k, v, lengths)
-        mask = valid[:, None, None, :]
-        ref = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                             attn_mask=mask).transpose(1, 2)
-    return (ours.float() - ref.float())[valid].abs().max().item()
+        for valid, ours in ((right, flash_attention(q, k, v, lengths)),
+                            (scattered, flash_attention(q, k, v, key_padding_mask=scattered))):
+            ref = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                 attn_mask=valid[:, None, None, :]).transpose(1, 2)
+            errors.append((ours.float() - ref.float())[valid].abs().max().item())
+    return max(errors)
 
 
 def run_benchmark(args):
@@ -140,7 +170,8 @@ def run_benchmark(args):
                 print(f"{heads:>5} {seqlen:>5} {batch:>5} {round(padding * 100):>4} {mode:>8} {name:>14} "
                       f"{ms:>8.3f} {tflops:>8.1f}", flush=True)
         del q, k, v
-        torch.cuda.empty_cache()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     return records
 
 
@@ -174,6 +205,10 @@ def print_targets(records, args):
             if dense and padded:
                 checks.append((f"padded{round(padding * 100)} h{heads} s{seqlen} within 10% of dense",
                                padded >= 0.9 * dense, f"{padded / dense:.2f}x"))
+            via_mask = _lookup(records, heads=heads, seqlen=seqlen, padding=padding, mode="fwd", impl="triton_masked")
+            if via_mask and padded:
+                checks.append((f"masked{round(padding * 100)} h{heads} s{seqlen} >= 0.95x key_lengths",
+                               via_mask >= 0.95 * padded, f"{via_mask / padded:.2f}x"))
             if masked and padded:
                 checks.append((f"padded{round(padding * 100)} h{heads} s{seqlen} >= 1.5x sdpa_masked",
                                padded >= 1.5 * masked, f"{padded / masked:.2f}x"))
@@ -184,7 +219,11 @@ def print_targets(records, args):
 
 
 def plot(records, path, args):
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"matplotlib is not installed: no {path} (the JSON holds every number)")
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -193,8 +232,8 @@ def plot(records, path, args):
     for row, mode in enumerate(modes):
         for column, padding in enumerate(args.paddings):
             axis = axes[row][column]
-            for heads, impl in itertools.product(args.heads, ("triton_padded", "triton_varlen", "sdpa_flash",
-                                                              "sdpa_masked")):
+            for heads, impl in itertools.product(args.heads, ("triton_padded", "triton_masked", "triton_scattered",
+                                                              "triton_varlen", "sdpa_flash", "sdpa_masked")):
                 points = [(r["seqlen"], r["tflops"]) for r in records
                           if r["heads"] == heads and r["padding"] == padding and r["mode"] == mode and r["impl"] == impl]
                 if points:
@@ -207,39 +246,48 @@ def plot(records, path, args):
             axis.set_ylabel("useful TFLOP/s")
             axis.grid(True, alpha=0.3)
             axis.legend(fontsize=7)
-    figure.suptitle(f"attention, bf16, head_dim {HEAD_DIM}, {torch.cuda.get_device_name()}")
+    figure.suptitle(f"attention, bf16, head_dim {HEAD_DIM}, {_device_name()}")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
 
 def sweep_configs(args):
-    """Time alternative (BLOCK_M, BLOCK_N, warps, stages) entries of the launch tables."""
+    """Time alternative tiles (BLOCK_M, BLOCK_N, warps, stages) for head dim 64, no dropout,
+    each passed to the launchers as a modified copy of the GPU launch table."""
     from roberta_torch.kernels import flash_attn_triton as kernels
 
     candidates = {
-        "FORWARD_CONFIGS": [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 4), (64, 64, 4, 3)],
-        "BACKWARD_DKDV_CONFIGS": [(32, 128, 8, 3), (32, 128, 4, 4), (64, 128, 8, 3), (16, 128, 8, 3), (32, 64, 4, 3)],
-        "BACKWARD_DQ_CONFIGS": [(128, 32, 8, 3), (128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
+        "forward": [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 4), (64, 64, 4, 3)],
+        "backward_dkdv": [(32, 128, 8, 3), (32, 128, 4, 4), (64, 128, 8, 3), (16, 128, 8, 3), (32, 64, 4, 3)],
+        "backward_dq": [(128, 32, 8, 3), (128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
     }
     heads, seqlen = args.heads[-1], 1024
-    q, k, v, lengths = _make_inputs(max(1, args.tokens // seqlen), seqlen, heads, 0.0)
-    run, leaves = _implementations(q, k, v, lengths)["triton_padded"]
-    for table_name, configs in candidates.items():
-        table = getattr(kernels, table_name)
-        original = table[(64, False)]
-        mode = "fwd" if table_name == "FORWARD_CONFIGS" else "fwd+bwd"
+    batch = max(1, args.tokens // seqlen)
+    q, k, v, lengths = _make_inputs(batch, seqlen, heads, 0.0)
+    packed = [x.detach().reshape(batch * seqlen, heads, HEAD_DIM) for x in (q, k, v)]
+    bounds = lengths.to(torch.int32)
+    layout = (bounds, None, False, batch, seqlen, HEAD_DIM ** -0.5, 0.0, None)
+    out, lse_log2 = kernels.attention_forward(*packed, *layout)
+    dout = torch.randn_like(out)
+    runs = {
+        "fwd": lambda table: kernels.attention_forward(*packed, *layout, launch_table=table),
+        "bwd": lambda table: kernels.attention_backward(dout, *packed, out, lse_log2, *layout, launch_table=table),
+    }
+    base = kernels.GPU_LAUNCH_TABLE
+    for kernel, configs in candidates.items():
+        mode = "fwd" if kernel == "forward" else "bwd"
         for config in configs:
-            table[(64, False)] = config
+            table = base.replace(kernel, (64, False), config)
             try:
-                ms = _time_ms(run, leaves, mode)
+                from triton.testing import do_bench
+                ms = do_bench(lambda: runs[mode](table))
                 result = f"{_useful_flops(lengths, heads, mode) / (ms * 1e-3) / 1e12:7.1f} TFLOP/s ({mode})"
             except Exception as error:  # out of shared memory etc.: report and go on
                 result = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:100]}"
-            print(f"{table_name}[(64, False)] = {config}: {result}", flush=True)
-        table[(64, False)] = original
+            print(f"{kernel}[(64, False)] = {config}: {result}", flush=True)
 
 
-def aot_compile_check():
+def aot_compile_check(head_dims=(32, 64, 80, 128), layouts=("padded", "varlen", "masked"), dropouts=(False, True)):
     """Compile every kernel variant for sm_90 ahead of time (no GPU needed) and report the
     ptxas register count, spill stack and shared memory of the configured tiles."""
     import re
@@ -254,19 +302,26 @@ def aot_compile_check():
 
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     kernel_pointers = {
-        kernels._attention_forward_kernel: ("Q", "K", "V", "Out"),
-        kernels._attention_backward_dkdv_kernel: ("Q", "K", "V", "DOut", "DK", "DV"),
-        kernels._attention_backward_dq_kernel: ("Q", "K", "V", "DOut", "DQ"),
+        "forward": (kernels._attention_forward_kernel, ("Q", "K", "V", "Out")),
+        "backward_dkdv": (kernels._attention_backward_dkdv_kernel, ("Q", "K", "V", "DOut", "DK", "DV")),
+        "backward_dq": (kernels._attention_backward_dq_kernel, ("Q", "K", "V", "DOut", "DQ")),
     }
-    tables = (kernels.FORWARD_CONFIGS, kernels.BACKWARD_DKDV_CONFIGS, kernels.BACKWARD_DQ_CONFIGS)
+    table = kernels.GPU_LAUNCH_TABLE
     failures = 0
-    for head_dim, is_varlen, has_dropout in itertools.product((32, 64, 80, 128), (False, True), (False, True)):
+    for head_dim, layout, has_dropout in itertools.product(head_dims, layouts, dropouts):
         block_d = triton.next_power_of_2(head_dim)
         cells = []
-        for (kernel, pointers), table in zip(kernel_pointers.items(), tables):
-            block_m, block_n, num_warps, num_stages = kernels._launch_config(table, block_d, has_dropout)
-            constexprs = dict(HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=block_m, BLOCK_N=block_n,
-                              IS_VARLEN=is_varlen, HAS_LENGTHS=True, HAS_DROPOUT=has_dropout, DOT_IN_FP32=False)
+        for table_name, (kernel, pointers) in kernel_pointers.items():
+            tile = table.tile(table_name, block_d, has_dropout)
+            has_mask = layout == "masked"
+            # What a real launch passes: None pointers (no mask, no dropout) become constexprs.
+            constexprs = dict(HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=tile.block_m, BLOCK_N=tile.block_n,
+                              IS_VARLEN=layout == "varlen", HAS_LENGTHS=True, HAS_KEY_MASK=has_mask,
+                              HAS_DROPOUT=has_dropout, DOT_IN_FP32=False)
+            if not has_mask:
+                constexprs["KeyMask"] = None
+            if not has_dropout:
+                constexprs["DropoutSeed"] = None
             signature = {}
             for name in kernel.arg_names:
                 if name in constexprs:
@@ -277,6 +332,8 @@ def aot_compile_check():
                     signature[name] = "*fp32"
                 elif name == "SequenceBounds":
                     signature[name] = "*i32"
+                elif name == "KeyMask":
+                    signature[name] = "*u8"
                 elif name == "DropoutSeed":
                     signature[name] = "*i64"
                 elif name.startswith("stride") or name in ("total_tokens", "max_seqlen"):
@@ -289,7 +346,8 @@ def aot_compile_check():
             try:
                 compiled = triton.compile(
                     triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs),
-                    target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": num_stages})
+                    target=GPUTarget("cuda", 90, 32),
+                    options={"num_warps": tile.num_warps, "num_stages": tile.num_stages})
                 with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
                     cubin.write(compiled.asm["cubin"])
                     cubin.flush()
@@ -301,7 +359,7 @@ def aot_compile_check():
             except Exception as error:
                 failures += 1
                 cells.append(f"FAILED {type(error).__name__}: {str(error)[:200]}")
-        label = f"d{head_dim} {'varlen' if is_varlen else 'padded'}{' dropout' if has_dropout else ''}"
+        label = f"d{head_dim} {layout}{' dropout' if has_dropout else ''}"
         print(f"{label:<22} fwd: {cells[0]} | dkdv: {cells[1]} | dq: {cells[2]}", flush=True)
     return failures
 
@@ -314,13 +372,18 @@ def main():
     parser.add_argument("--paddings", type=float, nargs="+", default=[0.0, 0.25, 0.5])
     parser.add_argument("--tokens", type=int, default=16384, help="batch = tokens // seqlen")
     parser.add_argument("--sweep-configs", action="store_true", help="time alternative launch tiles instead")
+    parser.add_argument("--smoke", action="store_true",
+                        help="run every implementation once, untimed (CPU: set TRITON_INTERPRET=1, tiny sizes)")
     parser.add_argument("--aot-compile-check", action="store_true",
                         help="compile all kernels for sm_90 without a GPU and report registers/spills")
     args = parser.parse_args()
 
     if args.aot_compile_check:
         sys.exit(1 if aot_compile_check() else 0)
-    if not torch.cuda.is_available():
+    if args.smoke:
+        global SMOKE
+        SMOKE = True
+    elif not torch.cuda.is_available():
         sys.exit("bench_attention.py needs a CUDA GPU (none found). The Triton interpreter is for tests only; "
                  "run this on an H100, or use --aot-compile-check to compile the kernels without one.")
     if args.sweep_configs:
@@ -331,12 +394,12 @@ def main():
     checks = print_targets(records, args)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "attention.json"), "w") as handle:
-        json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "dtype": str(DTYPE),
+        json.dump({"device": _device_name(), "smoke": SMOKE, "torch": torch.__version__, "dtype": str(DTYPE),
                    "head_dim": HEAD_DIM, "records": records,
                    "targets": [dict(target=label, passed=passed, value=value) for label, passed, value in checks]},
                   handle, indent=1)
     plot(records, os.path.join(args.out, "attention.png"), args)
-    print(f"\nwrote {args.out}/attention.json and attention.png in {time.time() - started:.0f} s")
+    print(f"\nwrote {args.out}/attention.json (and .png with matplotlib) in {time.time() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -56,35 +56,30 @@ class AttentionMask:
     row_has_key: torch.Tensor | None = None
     layout: PackedLayout | None = None
     eager: bool = True
-    _prefix_lengths: tuple = dataclasses.field(default=(), repr=False)  # () = not computed yet
+    _triton_key_bounds: tuple = dataclasses.field(default=(), repr=False)  # () = not computed yet
 
     @property
     def is_packed(self) -> bool:
         return self.layout is not None
 
-    def prefix_key_lengths(self) -> torch.Tensor | None:
-        """(batch,) int32 valid-key counts when the mask is a prefix (right padding), else None.
+    def triton_key_bounds(self) -> torch.Tensor:
+        """The Triton kernel's per-sequence loop bounds of the padding mask, (batch, 3) int32.
 
-        Lets the Triton kernel skip blocks past each sequence's end. Needs one host sync, so
-        it is computed on the first Triton call of a forward only (never under compile).
+        Computed by torch ops on the mask's device (no host sync, so the same under
+        torch.compile), on the first Triton call of a forward, and shared by every layer.
         """
-        if not self._prefix_lengths:
-            lengths = None
-            if self.eager:
-                padding_mask = self.sdpa_mask[:, 0, 0, :]  # (B, T)
-                counts = padding_mask.sum(dim=1, dtype=torch.int32)
-                positions = torch.arange(padding_mask.shape[1], device=padding_mask.device)
-                if bool(((positions[None, :] < counts[:, None]) == padding_mask).all()):
-                    lengths = counts
-            self._prefix_lengths = (lengths,)
-        return self._prefix_lengths[0]
+        if not self._triton_key_bounds:
+            from .kernels.ops import key_mask_bounds  # imports no Triton itself
+
+            self._triton_key_bounds = (key_mask_bounds(self.sdpa_mask[:, 0, 0, :]),)
+        return self._triton_key_bounds[0]
 
 
 def padded_attention_mask(padding_mask: torch.Tensor | None, eager: bool = True) -> AttentionMask:
     """Prepare a (batch, seq) bool padding mask (True = valid) for padded attention.
 
-    `eager=False` (inside torch.compile) rules out the host sync of the prefix test, so
-    padded batches then keep SDPA's general mask.
+    `eager=False` marks a call inside torch.compile, where no host sync may happen (the
+    Triton path needs none: it takes the mask itself).
     """
     if padding_mask is None:
         return AttentionMask(eager=eager)
@@ -215,13 +210,10 @@ def self_attention(
             return _triton_packed(q, k, v, mask.layout, dropout_p)
         return _sdpa_packed(q, k, v, mask.layout, dropout_p)
     if chosen == "triton":
-        if mask.sdpa_mask is None:
-            _record("triton", "padded")
-            return _triton_padded(q, k, v, None, dropout_p)
-        key_lengths = mask.prefix_key_lengths()
-        if key_lengths is not None:
-            _record("triton", "padded")
-            return _triton_padded(q, k, v, key_lengths, dropout_p)
+        # Any padding mask (right, left or scattered): the kernel derives its loop bounds
+        # on the device, so there is no host-synced prefix test, eager or compiled.
+        _record("triton", "padded" if mask.sdpa_mask is None else "masked")
+        return _triton_padded(q, k, v, mask, dropout_p)
     _record("sdpa", "padded" if mask.sdpa_mask is None else "masked")
     return _sdpa_padded(q, k, v, mask, dropout_p)
 
@@ -260,12 +252,18 @@ def _sdpa_packed(q, k, v, layout: PackedLayout, dropout_p: float) -> torch.Tenso
     return torch.cat(outputs, dim=0)  # (total, N, D)
 
 
-def _triton_padded(q, k, v, key_lengths, dropout_p: float) -> torch.Tensor:
+def _triton_padded(q, k, v, mask: AttentionMask, dropout_p: float) -> torch.Tensor:
     from .kernels import flash_attention
 
-    # The lengths come from a validated mask: skip the kernel's own (syncing) value checks.
+    if mask.sdpa_mask is None:
+        return flash_attention(q, k, v, dropout_p=dropout_p)
     return flash_attention(
-        q, k, v, key_lengths=key_lengths, dropout_p=dropout_p, validate_lengths=False
+        q,
+        k,
+        v,
+        dropout_p=dropout_p,
+        key_padding_mask=mask.sdpa_mask[:, 0, 0, :],
+        key_mask_bounds=mask.triton_key_bounds(),
     )
 
 

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.mark.parametrize("head_dim", [32, 64, 80, 96, 128])
 @pytest.mark.parametrize("seq", [512, 1024])
 def test_padded_kernel_at_real_sizes(dtype, head_dim, seq):
-    from roberta_torch.kernels import attention_reference, flash_attention
+    from roberta_torch.kernels import flash_attention
+    from roberta_torch.kernels.reference import attention_reference
 
     g = torch.Generator().manual_seed(seq + head_dim)
     shape = (4, seq, 12, head_dim)
@@ -32,9 +33,70 @@ def test_padded_kernel_at_real_sizes(dtype, head_dim, seq):
     )
 
 
+def _real_size_masks(seq, generator):
+    """Rows the masked kernel plans differently: right and left padding, an inner run,
+    scattered tokens, one token, nothing valid."""
+    positions = torch.arange(seq)
+    return torch.stack([
+        positions < seq * 2 // 3 + 5,
+        positions >= seq // 3 + 7,
+        (positions >= 70) & (positions < seq - 45),
+        torch.rand(seq, generator=generator) < 0.4,
+        positions == seq // 2,
+        torch.zeros(seq, dtype=torch.bool),
+    ]).cuda()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("seq", [1024, 2048])
+def test_masked_kernel_at_real_sizes(dtype, head_dim, seq):
+    from roberta_torch.kernels import flash_attention
+    from roberta_torch.kernels.reference import attention_reference
+
+    g = torch.Generator().manual_seed(seq + head_dim + 1)
+    mask = _real_size_masks(seq, g)
+    shape = (mask.shape[0], seq, 12, head_dim)
+    check_forward_backward(
+        lambda q, k, v: flash_attention(q, k, v, key_padding_mask=mask),
+        lambda q, k, v, upcast: attention_reference(q, k, v, key_padding_mask=mask, upcast=upcast),
+        random_qkv(shape, dtype, "cuda", g),
+        dtype,
+        shape,
+        g,
+    )
+
+
+def test_masked_kernel_dropout_at_real_size():
+    from roberta_torch.kernels import flash_attention, flash_attn
+    from roberta_torch.kernels.reference import attention_reference, dropout_keep_mask
+
+    g = torch.Generator().manual_seed(5)
+    seq, heads, dropout_p = 512, 12, 0.1
+    mask = _real_size_masks(seq, g)
+    shape = (mask.shape[0], seq, heads, 64)
+    torch.manual_seed(77)
+    keep = dropout_keep_mask(flash_attn.draw_dropout_seed("cuda"), shape[0], heads, seq, dropout_p).cuda()
+
+    def run_ours(q, k, v):
+        torch.manual_seed(77)  # the kernel draws the same seed
+        return flash_attention(q, k, v, dropout_p=dropout_p, key_padding_mask=mask)
+
+    check_forward_backward(
+        run_ours,
+        lambda q, k, v, upcast: attention_reference(q, k, v, dropout_p=dropout_p, dropout_keep=keep,
+                                                    upcast=upcast, key_padding_mask=mask),
+        random_qkv(shape, torch.bfloat16, "cuda", g),
+        torch.bfloat16,
+        shape,
+        g,
+    )
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_varlen_kernel_at_real_sizes(dtype):
-    from roberta_torch.kernels import attention_reference_varlen, flash_attention_varlen
+    from roberta_torch.kernels import flash_attention_varlen
+    from roberta_torch.kernels.reference import attention_reference_varlen
 
     g = torch.Generator().manual_seed(0)
     lengths = [512, 1, 0, 300, 129, 1000]
@@ -101,3 +163,25 @@ def test_compile_fullgraph_on_cuda():
         eager = model({"token_ids": ids})
         compiled = torch.compile(model, fullgraph=True)({"token_ids": ids})
     torch.testing.assert_close(compiled.float(), eager.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_compile_fullgraph_padded_batch_takes_the_masked_kernel():
+    """Under torch.compile a padded batch (here left and scattered padding) runs the Triton
+    masked kernel (no host sync needed) and matches eager on the valid positions."""
+    from roberta_torch import RobertaBackbone, attention
+
+    torch._dynamo.reset()
+    model = RobertaBackbone(1000, 2, 12, 768, 3072, dtype="bfloat16", dropout=0.0).cuda().eval()
+    model.padding_free, model.attention_backend = False, "triton"
+    ids = torch.randint(0, 1000, (4, 256), device="cuda")
+    positions = torch.arange(256, device="cuda")
+    mask = torch.stack([positions >= 100, positions < 17, torch.rand(256, device="cuda") < 0.5,
+                        torch.ones(256, dtype=torch.bool, device="cuda")])
+    inputs = {"token_ids": ids, "padding_mask": mask}
+    with torch.no_grad():
+        with attention.record_dispatch() as calls:
+            eager = model(inputs)
+        assert calls == [("triton", "masked")] * 2
+        compiled = torch.compile(model, fullgraph=True)(inputs)
+    assert torch.isfinite(compiled).all()
+    torch.testing.assert_close(compiled[mask].float(), eager[mask].float(), rtol=2e-2, atol=2e-2)

@@ -14,15 +14,9 @@ import sys
 import pytest
 import torch
 
-from roberta_torch.kernels import (
-    attention_reference,
-    attention_reference_varlen,
-    dropout_keep_mask,
-    flash_attention,
-    flash_attention_varlen,
-    triton_is_usable,
-)
-from roberta_torch.kernels import flash_attn
+from roberta_torch.kernels import flash_attention, flash_attention_varlen, triton_is_usable
+from roberta_torch.kernels import flash_attn, ops
+from roberta_torch.kernels.reference import attention_reference, attention_reference_varlen, dropout_keep_mask
 
 from helpers.attention_checks import check_forward_backward, random_qkv
 
@@ -249,12 +243,12 @@ def test_custom_ops_pass_opcheck(device):
     q, k, v = random_qkv((40, 2, 32), torch.float16, device, generator)
     key_lengths = torch.tensor([20, 9], dtype=torch.int32, device=device)
     cu_seqlens = torch.tensor([0, 20, 29, 40], dtype=torch.int32, device=device)
-    torch.library.opcheck(flash_attn.flash_attn_forward_op, (q, k, v, key_lengths, False, 20, 0.2, 0.0, None))
-    out, lse = flash_attn.flash_attn_forward_op(q, k, v, cu_seqlens, True, 20, 0.2, 0.0, None)
+    torch.library.opcheck(ops.flash_attn_forward_op, (q, k, v, key_lengths, None, False, 20, 0.2, 0.0, None))
+    out, lse = ops.flash_attn_forward_op(q, k, v, cu_seqlens, None, True, 20, 0.2, 0.0, None)
     dout = torch.randn(out.shape, generator=generator).to(device=device, dtype=out.dtype)
-    torch.library.opcheck(flash_attn.flash_attn_backward_op,
-                          (dout, q.detach(), k.detach(), v.detach(), out.detach(), lse.detach(), cu_seqlens, True, 20, 0.2,
-                           0.0, None))
+    torch.library.opcheck(ops.flash_attn_backward_op,
+                          (dout, q.detach(), k.detach(), v.detach(), out.detach(), lse.detach(), cu_seqlens, None, True,
+                           20, 0.2, 0.0, None))
 
 
 def _small(device, shape=(1, 4, 1, 32), dtype=torch.float16):

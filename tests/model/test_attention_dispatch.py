@@ -104,14 +104,25 @@ def test_default_backend_reaches_the_model(default_backend):
     assert calls == [("triton", "padded")] * 2
 
 
-def test_prefix_lengths_feed_triton_and_other_masks_fall_back_to_sdpa():
-    model = randomized(dtype="bfloat16", padding_free=False, attention_backend="triton")
-    ids = torch.randint(0, 50, (3, 19))
-    mask = torch.arange(19)[None, :] < torch.tensor([19, 7, 0])[:, None]
-    with torch.no_grad(), attention.record_dispatch() as calls:
-        model({"token_ids": ids, "padding_mask": mask})
-    assert calls == [("triton", "padded")] * 2
-    mask[0, 0] = False  # no longer a prefix: SDPA's general mask takes it
-    with torch.no_grad(), attention.record_dispatch() as calls:
-        model({"token_ids": ids, "padding_mask": mask})
-    assert calls == [("sdpa", "masked")] * 2
+def test_every_padding_mask_feeds_triton_with_sdpa_numbers():
+    """Right, left and scattered padding all take the Triton kernel (its bounds come from
+    the mask on the device, no prefix test); valid positions match the SDPA backend."""
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, 50, (4, 19), generator=g)
+    positions = torch.arange(19)[None, :]
+    masks = {
+        "right": positions < torch.tensor([19, 7, 0, 1])[:, None],
+        "left": positions >= torch.tensor([0, 12, 19, 18])[:, None],
+        "scattered": torch.rand(4, 19, generator=g) < 0.5,
+    }
+    masks["scattered"][2] = False  # a row with no valid token
+    triton_model = randomized(dtype="bfloat16", padding_free=False, attention_backend="triton")
+    sdpa_model = randomized(dtype="bfloat16", padding_free=False, attention_backend="sdpa")
+    for name, mask in masks.items():
+        with torch.no_grad(), attention.record_dispatch() as calls:
+            out = triton_model({"token_ids": ids, "padding_mask": mask}).float()
+        assert calls == [("triton", "masked")] * 2, name
+        with torch.no_grad():
+            expected = sdpa_model({"token_ids": ids, "padding_mask": mask}).float()
+        assert torch.isfinite(out).all(), name
+        torch.testing.assert_close(out[mask], expected[mask], rtol=0, atol=5e-2, msg=name)
