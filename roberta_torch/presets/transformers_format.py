@@ -468,7 +468,9 @@ def backbone_tensors(model, *, pooler: bool = True) -> dict[str, torch.Tensor]:
         else:
             out[POOLER_KEYS[0]] = torch.zeros(hidden, hidden, dtype=dtype)
             out[POOLER_KEYS[1]] = torch.zeros(hidden, dtype=dtype)
-    return {k: v.to(dtype).contiguous() for k, v in out.items()}
+    # Own storage per tensor (the Q, K, V parts are views of one fused tensor): safetensors
+    # and the shard sizes then count each tensor once.
+    return {k: v.to(dtype).clone(memory_format=torch.contiguous_format) for k, v in out.items()}
 
 
 def transformers_config(model, *, type_vocab_size: int = 1, task: TaskExport | None = None) -> dict:
