@@ -117,8 +117,10 @@ def _cmd_convert(args) -> int:
         if text is not None:
             try:
                 if args.to == "transformers":  # transformers reads tokenizer files only
+                    from .tokenizers.hf_files import save_hf_files
+
                     text = getattr(text, "tokenizer", text)
-                    text.save_to_preset(staging, format="transformers")
+                    save_hf_files(text, staging, model_max_length=model.max_sequence_length)
                 else:
                     text.save_to_preset(staging)
                 note = f" (+ {type(text).__name__})"

@@ -58,11 +58,9 @@ def _specials(tokenizer, whole_tokens) -> dict:
 
 
 def _tokenizer_config(tokenizer, class_name: str, specials: dict, added: dict, extra: dict) -> dict:
-    model_max_length = getattr(tokenizer, "sequence_length", None) or 512
     config = {
         "added_tokens_decoder": {str(i): {k: v for k, v in t.items() if k != "id"} for i, t in sorted(added.items())},
         "clean_up_tokenization_spaces": False,
-        "model_max_length": model_max_length,
         "tokenizer_class": class_name,
         **specials,
         **extra,
@@ -103,13 +101,18 @@ def roberta_tokenizer_json(tokenizer) -> str:
     return json.dumps(spec, ensure_ascii=False, indent=2)
 
 
-def save_roberta(tokenizer, directory: pathlib.Path) -> None:
+def save_roberta(tokenizer, directory: pathlib.Path, model_max_length: int) -> None:
     whole = set(tokenizer.unsplittable_tokens)
     added = {tokenizer.vocabulary[t]: _added_token(t, tokenizer.vocabulary[t]) for t in whole if t in tokenizer.vocabulary}
     specials = _specials(tokenizer, whole)
     if "unk_token" not in specials:
         specials["unk_token"] = None  # see the module docstring
-    extra = {"add_prefix_space": tokenizer.add_prefix_space, "errors": "replace", "trim_offsets": True}
+    extra = {
+        "add_prefix_space": tokenizer.add_prefix_space,
+        "errors": "replace",
+        "model_max_length": model_max_length,
+        "trim_offsets": True,
+    }
     listed = set(specials.values())
     additional = [t for t in tokenizer.unsplittable_tokens if t not in listed]
     if additional:
@@ -163,7 +166,7 @@ def xlm_roberta_tokenizer_json(proto: bytes, mask_token_id: int) -> str:
     return json.dumps(out, ensure_ascii=False, indent=2)
 
 
-def save_xlm_roberta(tokenizer, directory: pathlib.Path) -> None:
+def save_xlm_roberta(tokenizer, directory: pathlib.Path, model_max_length: int) -> None:
     proto = getattr(tokenizer._backend, "proto", None)
     hf_json = getattr(tokenizer._backend, "tokenizer", None)
     if proto is not None:
@@ -181,21 +184,34 @@ def save_xlm_roberta(tokenizer, directory: pathlib.Path) -> None:
     added = {i: _added_token(t, i) for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>"])}
     added[tokenizer.mask_token_id] = _added_token("<mask>", tokenizer.mask_token_id)
     specials = dict(_SPECIALS)
-    config = _tokenizer_config(tokenizer, "XLMRobertaTokenizer", specials, added, {"add_prefix_space": True})
+    config = _tokenizer_config(
+        tokenizer, "XLMRobertaTokenizer", specials, added, {"add_prefix_space": True, "model_max_length": model_max_length}
+    )
     _write_common(directory, config, specials, added)
 
 
-def save_hf_files(tokenizer, directory) -> pathlib.Path:
+DEFAULT_MODEL_MAX_LENGTH = 512  # every released RoBERTa / XLM-R
+
+
+def save_hf_files(tokenizer, directory, *, model_max_length: int | None = None) -> pathlib.Path:
     """Write the transformers tokenizer files of `tokenizer` into `directory` (files already
-    there are replaced, never through a link); returns the directory."""
-    directory = files.check_output_directory(directory)
+    there are replaced, never through a link); returns the directory.
+
+    model_max_length: what transformers truncates to (`truncation=True`); default the
+    tokenizer's `sequence_length`, else 512. Pass the backbone's `max_sequence_length` when
+    they go together (the CLI does)."""
+    if model_max_length is None:
+        model_max_length = getattr(tokenizer, "sequence_length", None) or DEFAULT_MODEL_MAX_LENGTH
+    if isinstance(model_max_length, bool) or not isinstance(model_max_length, int) or model_max_length < 1:
+        raise ValueError(f"`model_max_length` must be a positive int; got {model_max_length!r}.")
     name = getattr(tokenizer, "keras_class_name", None)
-    if name == "RobertaTokenizer":
-        save_roberta(tokenizer, directory)
-    elif name == "XLMRobertaTokenizer":
-        save_xlm_roberta(tokenizer, directory)
-    else:
+    if name not in ("RobertaTokenizer", "XLMRobertaTokenizer"):
         raise TypeError(
             f"`tokenizer` must be a roberta_torch RobertaTokenizer or XLMRobertaTokenizer; got {type(tokenizer).__name__}."
         )
+    directory = files.check_output_directory(directory)
+    if name == "RobertaTokenizer":
+        save_roberta(tokenizer, directory, model_max_length)
+    else:
+        save_xlm_roberta(tokenizer, directory, model_max_length)
     return directory

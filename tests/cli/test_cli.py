@@ -86,6 +86,7 @@ def test_convert_to_transformers_keeps_the_tokenizer(tmp_path, capsys):
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(out_dir)
     ours = roberta_torch.Backbone.from_preset("roberta_tiny_random")
     tokenizer = roberta_torch.Tokenizer.from_preset("roberta_tiny_random")
+    assert hf_tokenizer.model_max_length == ours.max_sequence_length  # truncation=True fits the positions
     texts = ["The quick brown fox", "jumps"]
     batch = hf_tokenizer(texts, padding=True, return_tensors="pt")
     assert batch["input_ids"][1, : len(tokenizer("jumps")) + 2].tolist() == [0] + tokenizer("jumps") + [2]
