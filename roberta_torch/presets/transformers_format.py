@@ -9,6 +9,12 @@ Two tensors need more than a rename:
     their row i + pad_token_id + 1 (their positions count from pad_token_id + 1);
   * `token_type_embeddings` row 0 is added to every token (Keras has no token types), so
     it is folded into every position row.
+
+Writing (`save`, format="transformers") walks the same table backwards: reserved position
+rows and the token types become zeros (the positions carry the sum), except for a model
+loaded from a transformers checkpoint, whose originals the loader kept
+(`TransformersSource`), so that writing it back is tensor-for-tensor identical. Task models
+add head rows and config fields through `TaskExport`.
 """
 
 from __future__ import annotations
