@@ -185,11 +185,15 @@ class Backbone(nn.Module):
         loading.load_backbone_weights(model, preset, config, dims, source, description, device=device)
         return model.eval()
 
-    def save_to_preset(self, directory, format: str = "keras", *, overwrite: bool = False) -> None:
-        """Write a preset: `format="keras"` (loadable by keras_hub) or `"safetensors"`
-        (roberta_torch's native export). A non-empty `directory` is replaced only with
-        `overwrite=True`; an interrupted save leaves nothing half-written."""
-        saving.save_preset(self, directory, format=format, overwrite=overwrite)
+    def save_to_preset(
+        self, directory, format: str = "keras", *, overwrite: bool = False, max_shard_size=None
+    ) -> None:
+        """Write a preset: `format="keras"` (loadable by keras_hub), `"transformers"`
+        (loadable by `transformers.AutoModel.from_pretrained`; weights sharded above
+        `max_shard_size`, an int in bytes or e.g. "5GB", default "50GB" as transformers) or
+        `"safetensors"` (roberta_torch's native export). A non-empty `directory` is replaced
+        only with `overwrite=True`; an interrupted save leaves nothing half-written."""
+        saving.save_preset(self, directory, format=format, overwrite=overwrite, max_shard_size=max_shard_size)
 
     @classmethod
     def from_config(cls, config: dict) -> "Backbone":

@@ -2,8 +2,11 @@
 
     roberta-torch presets                              table of builtin presets
     roberta-torch info PRESET                          class, format, config, parameters, files
-    roberta-torch convert PRESET OUT_DIR --to keras    any preset form in; a Keras preset or
-                                                       (--to safetensors) roberta_torch's export out
+    roberta-torch convert PRESET OUT_DIR --to keras    any preset form in; a Keras preset,
+                                                       (--to transformers) a transformers
+                                                       checkpoint or (--to safetensors)
+                                                       roberta_torch's export out, with the
+                                                       preset's tokenizer
 
 PRESET is any form `from_preset` accepts (builtin name, kaggle://, hf://, local directory).
 Downloads show the hub clients' own progress bars. Errors print one message and exit 1.
@@ -88,6 +91,11 @@ def _source_preprocessor_or_tokenizer(preset):
         return None
 
 
+def _shard_size_argument(text: str):
+    """--max-shard-size: bytes as digits, or a size with a unit ("5GB")."""
+    return int(text) if text.strip().isdigit() else text
+
+
 def _cmd_convert(args) -> int:
     from .backbone import Backbone
     from .presets import files, saving
@@ -95,14 +103,26 @@ def _cmd_convert(args) -> int:
 
     preset = open_preset(args.preset, allow_pickle=args.allow_pickle)
     overrides = {"dtype": args.dtype} if args.dtype else {}
+    options = {}
+    if args.max_shard_size is not None:
+        if args.to != "transformers":
+            raise ValueError("--max-shard-size applies to --to transformers only.")
+        options["max_shard_size"] = _shard_size_argument(args.max_shard_size)
+        saving.transformers_format.parse_shard_size(options["max_shard_size"])  # before loading anything
     model = Backbone.from_preset(preset, **overrides)
     text = _source_preprocessor_or_tokenizer(preset)
     note = ""
     with files.staged_directory(args.out_dir, overwrite=args.overwrite, argument="OUT_DIR") as staging:
-        saving.write_backbone(model, staging, args.to)
+        saving.write_backbone(model, staging, args.to, **options)
         if text is not None:
             try:
-                text.save_to_preset(staging)
+                if args.to == "transformers":  # transformers reads tokenizer files only
+                    from .tokenizers.hf_files import save_hf_files
+
+                    text = getattr(text, "tokenizer", text)
+                    save_hf_files(text, staging, model_max_length=model.max_sequence_length)
+                else:
+                    text.save_to_preset(staging)
                 note = f" (+ {type(text).__name__})"
             except ValueError as error:  # e.g. an XLM-R tokenizer without its sentencepiece model
                 logger.warning("The tokenizer was not written: %s", error)
@@ -126,10 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--allow-pickle", action="store_true", help="allow transformers' pytorch_model.bin")
     info.set_defaults(run=_cmd_info)
 
-    convert = sub.add_parser("convert", help="convert a preset to a Keras preset or safetensors")
+    convert = sub.add_parser("convert", help="convert a preset to a Keras preset, transformers or safetensors")
     convert.add_argument("preset", help="builtin name, kaggle://..., hf://... or a directory")
     convert.add_argument("out_dir", help="directory to write")
-    convert.add_argument("--to", choices=("keras", "safetensors"), required=True, help="output format")
+    convert.add_argument(
+        "--to", choices=("keras", "safetensors", "transformers"), required=True, help="output format"
+    )
+    convert.add_argument(
+        "--max-shard-size",
+        help="--to transformers: shard the weights above this size (bytes, or e.g. 5GB; default 50GB)",
+    )
     convert.add_argument("--dtype", help="dtype policy of the written weights (default: the preset's)")
     convert.add_argument("--allow-pickle", action="store_true", help="allow transformers' pytorch_model.bin")
     convert.add_argument(

@@ -16,6 +16,9 @@ same small protocol:
     table_dims(config, parsed_dims) -> dims the table's reshapes need
     IGNORED_PREFIXES          source keys that are not weights (buffers)
     LAYER_KEY_PATTERN         regex whose group 1 is a source key's encoder layer index
+
+Optional: `remember_source(model, source, dims)`, called after a load, keeps on the model
+what writing back to the format needs to be exact (transformers_format.TransformersSource).
 """
 
 from __future__ import annotations

@@ -84,6 +84,9 @@ def load_backbone_weights(model, preset, config: dict, dims: dict, source, descr
     targets = allocate_like(model_tensors, device)
     fill_tensors(rows, source, targets, table_dims)
     model.load_state_dict(targets, strict=True, assign=True)
+    remember = getattr(fmt, "remember_source", None)
+    if remember is not None:  # what writing back to this format needs to be exact
+        remember(model, source, table_dims)
     leftover_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if leftover_meta:  # a tensor outside the state dict: the model class needs a non-meta init
         raise RuntimeError(f"{type(model).__name__} kept meta tensors after loading: {leftover_meta}")

@@ -250,11 +250,13 @@ def assemble_state_dict(
 def source_tensors_from_state_dict(
     rows: list[Row], state_dict: Mapping[str, torch.Tensor], dims: Mapping
 ) -> dict[str, torch.Tensor]:
-    """The inverse of assemble_state_dict for tables without `add` rows: source key -> tensor."""
+    """The inverse of assemble_state_dict: source key -> tensor.
+
+    A folded (`add`) row's inverse gets the summed model tensor and returns what the source
+    should hold so that reading sums back to it (the token-type row: zeros, the positions
+    keep the sum); a transform that cannot say raises."""
     out = {}
     for row in rows:
-        if row.add:
-            raise ValueError(f"{row.source_key}: a folded ('add') row has no inverse")
         tensor = state_dict[row.model_key]
         block = tensor.chunk(row.parts, dim=0)[row.part] if row.parts > 1 else tensor
         out[row.source_key] = row.transform.to_source(block, dims).contiguous()

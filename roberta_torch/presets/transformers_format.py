@@ -9,10 +9,17 @@ Two tensors need more than a rename:
     their row i + pad_token_id + 1 (their positions count from pad_token_id + 1);
   * `token_type_embeddings` row 0 is added to every token (Keras has no token types), so
     it is folded into every position row.
+
+Writing (`save`, format="transformers") walks the same table backwards: reserved position
+rows and the token types become zeros (the positions carry the sum), except for a model
+loaded from a transformers checkpoint, whose originals the loader kept
+(`TransformersSource`), so that writing it back is tensor-for-tensor identical. Task models
+add head rows and config fields through `TaskExport`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -22,7 +29,7 @@ import torch
 
 from . import files
 from .files import PICKLE_FILE, PICKLE_INDEX, SAFETENSORS_FILE, SAFETENSORS_INDEX
-from .mapping import COPY, Row, SourceTensor, Transform, table_rows
+from .mapping import COPY, Row, SourceTensor, Transform, source_tensors_from_state_dict, table_rows
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +58,18 @@ SKIP_RESERVED_POSITIONS = Transform(
 )
 
 
-def _no_inverse(tensor, dims):
-    raise ValueError("token_type_embeddings is folded into the position embeddings and has no inverse")
+def _token_types_adding_nothing(positions, dims):
+    # The positions already hold the folded sum, so the token types written add zero.
+    return positions.new_zeros(dims["type_vocab_size"], positions.shape[1])
 
 
-# Row 0 (the only token type Keras inputs use) added to every position row.
+# Row 0 (the only token type Keras inputs use) added to every position row; the inverse
+# writes zeros (an exact split: transformers adds 0 and the positions carry the sum).
 TOKEN_TYPE_ZERO = Transform(
-    "token_type_zero", lambda t, d: t[0], _no_inverse, lambda s, d: (d["type_vocab_size"], s[1])
+    "token_type_zero",
+    lambda t, d: t[0],
+    _token_types_adding_nothing,
+    lambda s, d: (d["type_vocab_size"], s[1]),
 )
 
 # (transformers key, model key, transform, part of 3 for the fused QKV or None, add)
@@ -308,3 +320,269 @@ def _normalize_keys(raw: dict[str, SourceTensor], described: str) -> dict[str, S
             raise ValueError(f"{described}: {key!r} and another key both map to {name!r}.")
         out[name] = tensor
     return out
+
+
+# -- what a transformers checkpoint held beyond the model --------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformersSource:
+    """The checkpoint tensors a loaded model cannot hold itself, kept so that writing it back
+    is tensor-for-tensor identical (set by the loader as `model.transformers_source`; not in
+    the state dict, not moved by `.to()`, lost when only the state dict is saved).
+
+    positions:   the full position table (reserved rows included), as in the file.
+    token_types: the full token-type table, as in the file.
+    pooler:      `pooler.dense.weight` / `.bias` when the checkpoint had them, else {}.
+
+    Why the positions themselves and not just the token-type row: reading folds token type 0
+    into every position row in float32 and rounds once, and (a + b) - b is not always a in
+    floating point. Writing recomputes that fold from these originals and, wherever the
+    model's value still equals it, writes the original; elements changed since (training)
+    are split as value - token type 0.
+    """
+
+    positions: torch.Tensor
+    token_types: torch.Tensor
+    pooler: dict
+
+
+SOURCE_ATTRIBUTE = "transformers_source"
+POOLER_KEYS = ("pooler.dense.weight", "pooler.dense.bias")
+
+
+def remember_source(model, source: dict, dims: dict) -> None:
+    """Keep (on CPU) the checkpoint tensors writing needs to reproduce it exactly."""
+    pooler = {k: source[k].load().detach().cpu().clone() for k in POOLER_KEYS if k in source}
+    if len(pooler) != len(POOLER_KEYS):
+        pooler = {}
+    setattr(
+        model,
+        SOURCE_ATTRIBUTE,
+        TransformersSource(
+            positions=source["embeddings.position_embeddings.weight"].load().detach().cpu().clone(),
+            token_types=source["embeddings.token_type_embeddings.weight"].load().detach().cpu().clone(),
+            pooler=pooler,
+        ),
+    )
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+ARCHITECTURES = {"RobertaBackbone": ("roberta", "RobertaModel"), "XLMRobertaBackbone": ("xlm-roberta", "XLMRobertaModel")}
+DEFAULT_MAX_SHARD_SIZE = "50GB"  # transformers 5's save_pretrained default
+SHARD_NAME = "model-{index:05d}-of-{count:05d}.safetensors"
+PAD_TOKEN_ID, BOS_TOKEN_ID, EOS_TOKEN_ID = 1, 0, 2
+_SIZE_UNITS = (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3))
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskExport:
+    """How a task model adds itself to the transformers files (the hook task models use).
+
+    architecture: transformers' class, e.g. "RobertaForSequenceClassification".
+    rows:         head rows (transformers key -> key in `state_dict`), the same `Row`s the
+                  task's reader uses; their inverse writes the head.
+    state_dict:   the task model's state dict the rows read from.
+    config:       extra config.json fields (num_labels, id2label, label2id, problem_type, ...).
+    pooler:       whether transformers' class has a pooler (RobertaModel does; the task
+                  classes do not).
+    A task model provides it as `model.transformers_task_export()` and passes its backbone
+    (`model.backbone`) to the writer; backbone tensors are then prefixed "roberta.".
+    """
+
+    architecture: str
+    rows: tuple
+    state_dict: dict
+    config: dict
+    pooler: bool = False
+
+
+def parse_shard_size(max_shard_size) -> int:
+    """transformers' `max_shard_size`: an int (bytes) or "5GB" / "500MB" / "10GiB" / "1KB"
+    (decimal units, *iB binary; a lowercase trailing "b" means bits, as in transformers)."""
+    if isinstance(max_shard_size, bool) or not isinstance(max_shard_size, (int, str)):
+        raise TypeError(
+            f"`max_shard_size` must be an int (bytes) or a str like '5GB'; got {type(max_shard_size).__name__}."
+        )
+    if isinstance(max_shard_size, int):
+        size = max_shard_size
+    else:
+        text = max_shard_size.strip()
+        for unit, factor in _SIZE_UNITS:
+            number = text[: -len(unit)].strip()
+            if text.upper().endswith(unit) and number.isdigit():
+                size = int(number) * factor
+                if not unit.endswith("IB") and text.endswith("b"):
+                    size //= 8  # "5Gb": gigabits, as transformers reads it
+                break
+        else:
+            raise ValueError(
+                f"`max_shard_size`={max_shard_size!r} is not a size; use an int (bytes) or a number with a unit "
+                "(e.g. '5GB', '500MB', '10GiB')."
+            )
+    if size < 1:
+        raise ValueError(f"`max_shard_size` must be positive; got {max_shard_size!r}.")
+    return size
+
+
+def _model_dtype(model) -> torch.dtype:
+    return model.token_embedding.weight.dtype
+
+
+def _folded_positions(model, dims: dict, dtype: torch.dtype):
+    """(position table, token-type table) for transformers, see TransformersSource."""
+    current = model.position_embedding.weight.detach().cpu()
+    kept = getattr(model, SOURCE_ATTRIBUTE, None)
+    offset = dims["position_offset"]
+    if not isinstance(kept, TransformersSource) or (
+        tuple(kept.positions.shape) != (current.shape[0] + offset, current.shape[1])
+        or kept.token_types.ndim != 2
+        or kept.token_types.shape[1] != current.shape[1]
+    ):
+        reserved = current.new_zeros(offset, current.shape[1])
+        return torch.cat([reserved, current]).to(dtype), current.new_zeros(1, current.shape[1]).to(dtype)
+    original = kept.positions[offset:]
+    type_zero = kept.token_types[0].to(torch.float32)
+    # Exactly what reading computed (mapping.fill_tensors: a float32 sum rounded once).
+    folded = (original.to(torch.float32) + type_zero).to(current.dtype)
+    changed = (current.to(torch.float32) - type_zero).to(dtype)
+    body = torch.where(folded == current, original.to(dtype), changed)
+    return torch.cat([kept.positions[:offset].to(dtype), body]), kept.token_types.to(dtype)
+
+
+def backbone_tensors(model, *, pooler: bool = True) -> dict[str, torch.Tensor]:
+    """The transformers state dict of a backbone (RobertaModel's keys and order), in the
+    model's dtype: the inverse of the reading table, plus the positions and token types
+    (see _folded_positions) and, with `pooler`, the checkpoint's pooler or zeros
+    (roberta_torch has no pooler, as keras_hub; zeros make pooler_output 0 rather than
+    leaving transformers to initialize it randomly)."""
+    dtype = _model_dtype(model)
+    config = model.get_config()
+    dims = {"num_heads": model.num_heads, "position_offset": PAD_TOKEN_ID + 1, "type_vocab_size": 1}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    rows = conversion_rows(config, state)
+    out = source_tensors_from_state_dict(rows, state, dims)
+    positions, token_types = _folded_positions(model, dims, dtype)
+    out["embeddings.position_embeddings.weight"] = positions
+    out["embeddings.token_type_embeddings.weight"] = token_types
+    if pooler:
+        kept = getattr(model, SOURCE_ATTRIBUTE, None)
+        hidden = model.hidden_dim
+        if isinstance(kept, TransformersSource) and kept.pooler and tuple(kept.pooler[POOLER_KEYS[0]].shape) == (hidden, hidden):
+            out.update({k: v.to(dtype) for k, v in kept.pooler.items()})
+        else:
+            out[POOLER_KEYS[0]] = torch.zeros(hidden, hidden, dtype=dtype)
+            out[POOLER_KEYS[1]] = torch.zeros(hidden, dtype=dtype)
+    # Own storage per tensor (the Q, K, V parts are views of one fused tensor): safetensors
+    # and the shard sizes then count each tensor once.
+    return {k: v.to(dtype).clone(memory_format=torch.contiguous_format) for k, v in out.items()}
+
+
+def transformers_config(model, *, type_vocab_size: int = 1, task: TaskExport | None = None) -> dict:
+    """config.json as transformers 5 writes it for RobertaModel / XLMRobertaModel."""
+    model_type, architecture = ARCHITECTURES[model.keras_class_name]
+    config = {
+        "add_cross_attention": False,
+        "architectures": [task.architecture if task else architecture],
+        "attention_probs_dropout_prob": model.dropout,
+        "bos_token_id": BOS_TOKEN_ID,
+        "classifier_dropout": None,
+        "dtype": str(_model_dtype(model)).removeprefix("torch."),
+        "eos_token_id": EOS_TOKEN_ID,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": model.dropout,
+        "hidden_size": model.hidden_dim,
+        "initializer_range": 0.02,
+        "intermediate_size": model.intermediate_dim,
+        "is_decoder": False,
+        "layer_norm_eps": LAYER_NORM_EPSILON,
+        "max_position_embeddings": model.max_sequence_length + PAD_TOKEN_ID + 1,
+        "model_type": model_type,
+        "num_attention_heads": model.num_heads,
+        "num_hidden_layers": model.num_layers,
+        "pad_token_id": PAD_TOKEN_ID,
+        "position_embedding_type": "absolute",
+        "tie_word_embeddings": True,
+        "type_vocab_size": type_vocab_size,
+        "use_cache": True,
+        "vocab_size": model.vocabulary_size,
+    }
+    if task is not None:
+        config.update(task.config)
+    return dict(sorted(config.items()))
+
+
+def export_tensors(model, task: TaskExport | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor to write, in transformers' order: the backbone's (prefixed "roberta."
+    for a task model), then the task head's rows."""
+    tensors = backbone_tensors(model, pooler=task.pooler if task else True)
+    if task is None:
+        return tensors
+    dtype = _model_dtype(model)
+    out = {"roberta." + k: v for k, v in tensors.items()}
+    head = source_tensors_from_state_dict(list(task.rows), task.state_dict, {})
+    out.update({k: v.detach().cpu().to(dtype).contiguous() for k, v in head.items()})
+    return out
+
+
+def _storage_bytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def split_shards(tensors: dict, max_shard_size: int) -> list[dict]:
+    """huggingface_hub's split (what save_pretrained uses): tensors in order, a new shard when
+    the next would pass the limit; a tensor larger than the limit gets a shard of its own."""
+    shards, current, current_size = [], {}, 0
+    for key, tensor in tensors.items():
+        size = _storage_bytes(tensor)
+        if size > max_shard_size:
+            shards.append({key: tensor})
+            continue
+        if current and current_size + size > max_shard_size:
+            shards.append(current)
+            current, current_size = {}, 0
+        current[key] = tensor
+        current_size += size
+    if current:
+        shards.append(current)
+    return shards
+
+
+def write_weights(directory: pathlib.Path, tensors: dict, max_shard_size) -> list[str]:
+    """model.safetensors, or shards + model.safetensors.index.json above `max_shard_size`;
+    returns the file names written (the index last)."""
+    limit = parse_shard_size(max_shard_size)
+    save_file = files.import_safetensors().torch.save_file
+    shards = split_shards(tensors, limit)
+    if len(shards) <= 1:
+        with files.atomic_output(directory / SAFETENSORS_FILE) as temporary:
+            save_file(tensors, str(temporary), metadata={"format": "pt"})
+        return [SAFETENSORS_FILE]
+    weight_map, names = {}, []
+    for index, shard in enumerate(shards, start=1):
+        name = SHARD_NAME.format(index=index, count=len(shards))
+        with files.atomic_output(directory / name) as temporary:
+            save_file(shard, str(temporary), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, name))
+        names.append(name)
+    index = {
+        "metadata": {
+            "total_parameters": sum(t.numel() for t in tensors.values()),
+            "total_size": sum(_storage_bytes(t) for t in tensors.values()),
+        },
+        "weight_map": dict(sorted(weight_map.items())),
+    }
+    files.write_json(directory / SAFETENSORS_INDEX, index)
+    return [*names, SAFETENSORS_INDEX]
+
+
+def save(model, directory: pathlib.Path, *, max_shard_size=DEFAULT_MAX_SHARD_SIZE, task: TaskExport | None = None) -> None:
+    """Write `model` (a backbone; with `task`, the backbone of that task model) as a
+    transformers checkpoint: weights first, config.json last, so an interrupted save
+    never leaves a config next to partial weights (saving.py also stages the directory)."""
+    parse_shard_size(max_shard_size)  # a bad size fails before anything is written
+    tensors = export_tensors(model, task)
+    write_weights(directory, tensors, max_shard_size)
+    type_vocab_size = tensors[("roberta." if task else "") + "embeddings.token_type_embeddings.weight"].shape[0]
+    files.write_json(directory / files.CONFIG_FILE, transformers_config(model, type_vocab_size=type_vocab_size, task=task))

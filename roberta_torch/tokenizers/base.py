@@ -232,10 +232,22 @@ class Tokenizer:
         """Build from the files a preset holds (see presets.tokenizer_files)."""
         raise NotImplementedError
 
-    def save_to_preset(self, directory) -> pathlib.Path:
-        """Write exactly what keras_hub writes for this tokenizer: tokenizer.json and its
-        assets (assets/tokenizer/...), so `keras_hub.models.Tokenizer.from_preset(directory)`
-        loads it. Files already there are replaced (never through a link)."""
+    def save_to_preset(self, directory, format: str = "keras") -> pathlib.Path:
+        """Write the tokenizer's files into `directory`; files already there are replaced
+        (never through a link).
+
+        format="keras": exactly what keras_hub writes (tokenizer.json and
+        assets/tokenizer/...), so `keras_hub.models.Tokenizer.from_preset(directory)` loads it.
+        format="transformers": tokenizer.json, tokenizer_config.json, special_tokens_map.json
+        and vocab.json + merges.txt (RoBERTa) or sentencepiece.bpe.model (XLM-R), so
+        `transformers.AutoTokenizer.from_pretrained(directory)` gives the same ids (see
+        tokenizers/hf_files.py)."""
+        if format == "transformers":
+            from .hf_files import save_hf_files
+
+            return save_hf_files(self, directory)
+        if format != "keras":
+            raise ValueError(f"`format`={format!r} is not supported; use 'keras' or 'transformers'.")
         directory = files.check_output_directory(directory)
         assets = files.ensure_subdirectory(directory, files.KERAS_TOKENIZER_ASSETS)
         self._save_assets(assets)

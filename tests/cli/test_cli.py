@@ -41,7 +41,7 @@ def test_info_of_a_sharded_keras_preset(capsys):
     assert set(report["files"]) == {"config.json", "metadata.json", "model.weights.h5"}
 
 
-@pytest.mark.parametrize("to", ["keras", "safetensors"])
+@pytest.mark.parametrize("to", ["keras", "safetensors", "transformers"])
 def test_convert_keras_preset(tmp_path, capsys, to):
     out_dir = tmp_path / "out"
     assert main(["convert", str(preset_dir("roberta_3layer_oddhead")), str(out_dir), "--to", to]) == 0
@@ -70,6 +70,35 @@ def test_convert_copies_a_keras_tokenizer_and_sets_dtype(tmp_path):
     assert (tmp_path / "out" / "assets" / "tokenizer" / "vocabulary.json").is_file()
     converted = roberta_torch.Backbone.from_preset(str(tmp_path / "out"))
     assert converted.token_embedding.weight.dtype == torch.bfloat16
+
+
+def test_convert_to_transformers_keeps_the_tokenizer(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    out_dir = tmp_path / "out"
+    argv = ["convert", "roberta_tiny_random", str(out_dir), "--to", "transformers", "--max-shard-size", "20KB"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "as a transformers preset" in printed and "(+ RobertaTokenizer)" in printed
+    names = {p.name for p in out_dir.iterdir()}
+    assert {"config.json", "model.safetensors.index.json", "tokenizer.json", "vocab.json", "merges.txt"} <= names
+    assert "model-00001-of-" in " ".join(sorted(names)) and not (out_dir / "assets").exists()
+    hf_model = transformers.AutoModel.from_pretrained(out_dir).eval()
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(out_dir)
+    ours = roberta_torch.Backbone.from_preset("roberta_tiny_random")
+    tokenizer = roberta_torch.Tokenizer.from_preset("roberta_tiny_random")
+    assert hf_tokenizer.model_max_length == ours.max_sequence_length  # truncation=True fits the positions
+    texts = ["The quick brown fox", "jumps"]
+    batch = hf_tokenizer(texts, padding=True, return_tensors="pt")
+    assert batch["input_ids"][1, : len(tokenizer("jumps")) + 2].tolist() == [0] + tokenizer("jumps") + [2]
+    with torch.no_grad():
+        theirs = hf_model(**batch).last_hidden_state.numpy()
+        mine = ours({"token_ids": batch["input_ids"], "padding_mask": batch["attention_mask"]}).numpy()
+    assert max_relative_error(mine, theirs, batch["attention_mask"].numpy()) < 1e-5
+    # The option belongs to --to transformers only, and is checked before anything is read.
+    assert main(["convert", "roberta_tiny_random", str(tmp_path / "k"), "--to", "keras", "--max-shard-size", "1GB"]) == 1
+    assert "--max-shard-size applies to --to transformers only" in capsys.readouterr().err
+    assert main(["convert", "roberta_tiny_random", str(tmp_path / "k"), "--to", "transformers", "--max-shard-size", "x"]) == 1
+    assert "max_shard_size" in capsys.readouterr().err and not (tmp_path / "k").exists()
 
 
 def test_errors_exit_1_with_one_message(capsys):
