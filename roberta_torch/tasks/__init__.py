@@ -1,0 +1,19 @@
+"""Task models: a backbone plus keras_hub's / transformers' heads, with presets."""
+
+from .base import Task
+from .masked_lm import RobertaMaskedLM, XLMRobertaMaskedLM
+from .question_answerer import RobertaQuestionAnswerer, XLMRobertaQuestionAnswerer
+from .text_classifier import RobertaTextClassifier, XLMRobertaTextClassifier
+from .token_classifier import RobertaTokenClassifier, XLMRobertaTokenClassifier
+
+__all__ = [
+    "Task",
+    "RobertaTextClassifier",
+    "XLMRobertaTextClassifier",
+    "RobertaMaskedLM",
+    "XLMRobertaMaskedLM",
+    "RobertaTokenClassifier",
+    "XLMRobertaTokenClassifier",
+    "RobertaQuestionAnswerer",
+    "XLMRobertaQuestionAnswerer",
+]
