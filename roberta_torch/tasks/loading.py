@@ -185,6 +185,13 @@ def task_from_preset(cls, preset, load_weights: bool = True, **kwargs):
     backbone_cls = task_cls.backbone_cls
     config = {**info.config, **backbone_kwargs}
     head_config = {**stored.head_config, **head_kwargs} if with_head else head_kwargs
+    stored_classes = stored.head_config.get("num_classes")
+    if with_head and "num_classes" in head_kwargs and stored_classes is not None and head_kwargs["num_classes"] != stored_classes:
+        raise ValueError(
+            f"`num_classes`={head_kwargs['num_classes']!r}, but `preset`={str(preset)!r} holds a head with "
+            f"{stored_classes} classes ({stored.description}). Leave num_classes out to load that head, or put a "
+            f"fresh one on its backbone: {task_cls.__name__}(Backbone.from_preset(...), num_classes=...)."
+        )
 
     if not load_weights:
         model = task_cls(backbone_cls(**config), **head_config)
