@@ -2,6 +2,14 @@
 
 from .base import Task
 from .masked_lm import RobertaMaskedLM, XLMRobertaMaskedLM
+from .preprocessors import (
+    MaskedLMPreprocessor,
+    RobertaMaskedLMPreprocessor,
+    RobertaTextClassifierPreprocessor,
+    TextClassifierPreprocessor,
+    XLMRobertaMaskedLMPreprocessor,
+    XLMRobertaTextClassifierPreprocessor,
+)
 from .question_answerer import RobertaQuestionAnswerer, XLMRobertaQuestionAnswerer
 from .text_classifier import RobertaTextClassifier, XLMRobertaTextClassifier
 from .token_classifier import RobertaTokenClassifier, XLMRobertaTokenClassifier
@@ -16,4 +24,10 @@ __all__ = [
     "XLMRobertaTokenClassifier",
     "RobertaQuestionAnswerer",
     "XLMRobertaQuestionAnswerer",
+    "TextClassifierPreprocessor",
+    "RobertaTextClassifierPreprocessor",
+    "XLMRobertaTextClassifierPreprocessor",
+    "MaskedLMPreprocessor",
+    "RobertaMaskedLMPreprocessor",
+    "XLMRobertaMaskedLMPreprocessor",
 ]
