@@ -5,6 +5,23 @@ from .dtype_policy import DTypePolicy, get_dtype_policy
 from .kernels import flash_attention, flash_attention_varlen
 from .preprocessor import Preprocessor, RobertaPreprocessor, XLMRobertaPreprocessor
 from .tokenizers import RobertaTokenizer, Tokenizer, XLMRobertaTokenizer
+from .tasks import (
+    MaskedLMPreprocessor,
+    RobertaMaskedLM,
+    RobertaMaskedLMPreprocessor,
+    RobertaQuestionAnswerer,
+    RobertaTextClassifier,
+    RobertaTextClassifierPreprocessor,
+    RobertaTokenClassifier,
+    Task,
+    TextClassifierPreprocessor,
+    XLMRobertaMaskedLM,
+    XLMRobertaMaskedLMPreprocessor,
+    XLMRobertaQuestionAnswerer,
+    XLMRobertaTextClassifier,
+    XLMRobertaTextClassifierPreprocessor,
+    XLMRobertaTokenClassifier,
+)
 
 __version__ = "0.1.0"
 
@@ -23,4 +40,19 @@ __all__ = [
     "RobertaPreprocessor",
     "XLMRobertaPreprocessor",
     "__version__",
+    "Task",
+    "RobertaTextClassifier",
+    "XLMRobertaTextClassifier",
+    "RobertaMaskedLM",
+    "XLMRobertaMaskedLM",
+    "RobertaTokenClassifier",
+    "XLMRobertaTokenClassifier",
+    "RobertaQuestionAnswerer",
+    "XLMRobertaQuestionAnswerer",
+    "TextClassifierPreprocessor",
+    "RobertaTextClassifierPreprocessor",
+    "XLMRobertaTextClassifierPreprocessor",
+    "MaskedLMPreprocessor",
+    "RobertaMaskedLMPreprocessor",
+    "XLMRobertaMaskedLMPreprocessor",
 ]
