@@ -22,7 +22,7 @@ def check_num_classes(num_classes, argument: str = "num_classes") -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
         raise TypeError(f"`{argument}` must be an int >= 1; got {type(num_classes).__name__} ({num_classes!r}).")
     if num_classes < 1:
-        raise ValueError(f"`{argument}` must be an int >= 1 (the number of labels); got {num_classes}.")
+        raise ValueError(f"`{argument}` must be an int >= 1; got {num_classes}.")
     return int(num_classes)
 
 

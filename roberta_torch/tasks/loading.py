@@ -186,7 +186,8 @@ def task_from_preset(cls, preset, load_weights: bool = True, **kwargs):
     config = {**info.config, **backbone_kwargs}
     head_config = {**stored.head_config, **head_kwargs} if with_head else head_kwargs
     stored_classes = stored.head_config.get("num_classes")
-    if with_head and "num_classes" in head_kwargs and stored_classes is not None and head_kwargs["num_classes"] != stored_classes:
+    requested_classes = head_kwargs.get("num_classes", stored_classes)
+    if with_head and stored_classes is not None and requested_classes != stored_classes:
         raise ValueError(
             f"`num_classes`={head_kwargs['num_classes']!r}, but `preset`={str(preset)!r} holds a head with "
             f"{stored_classes} classes ({stored.description}). Leave num_classes out to load that head, or put a "
@@ -235,11 +236,15 @@ def read_task_state_dict(model, directory: pathlib.Path, info, allow_pickle: boo
         dims = {"num_heads": model.backbone.num_heads}
         ignored = (TASK_SOURCE_PREFIX + "optimizer/",)  # keras's compile state
         description = ", ".join(str(f) for f in [*files[:2], task_file])
-        return assemble_state_dict(rows, source, model_tensors, dims, ignored_prefixes=ignored, description=description)
+        return assemble_state_dict(
+            rows, source, model_tensors, dims, ignored_prefixes=ignored, description=description
+        )
 
     source, description = transformers_format.read_source_tensors(directory, allow_pickle=allow_pickle)
     source = dict(source)
-    tied = {k: source.pop(k) for k in TRANSFORMERS_MASKED_LM_TIED if k in source} if model.task_kind == "masked_lm" else {}
+    tied = {}
+    if model.task_kind == "masked_lm":  # checked against what they are tied to, below
+        tied = {k: source.pop(k) for k in TRANSFORMERS_MASKED_LM_TIED if k in source}
     rows = with_model_prefix(transformers_format.conversion_rows(num_layers), BACKBONE_PREFIX)
     rows += table_rows(model.transformers_head_table)
     ignored = tuple(p for p in transformers_format.IGNORED_PREFIXES if p.startswith("embeddings."))
@@ -251,6 +256,7 @@ def read_task_state_dict(model, directory: pathlib.Path, info, allow_pickle: boo
         if tuple(tensor.shape) != tuple(tied_to.shape) or not torch.equal(tensor.load().to(tied_to.dtype), tied_to):
             raise ValueError(
                 f"Cannot load {description}: {key} (in {tensor.file}) differs from "
-                f"{TRANSFORMERS_MASKED_LM_TIED[key]}, to which roberta_torch ties it (an untied decoder is not supported)."
+                f"{TRANSFORMERS_MASKED_LM_TIED[key]}, to which roberta_torch ties it (an untied decoder "
+                "is not supported)."
             )
     return state_dict

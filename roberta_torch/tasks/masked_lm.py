@@ -25,7 +25,9 @@ def check_mask_positions(mask_positions, batch: int, seq: int, device) -> torch.
 
             mask_positions = torch.as_tensor(np.asarray(mask_positions))
         except (TypeError, ValueError) as error:
-            raise TypeError(f"`mask_positions` must be a (batch, num_masked) int tensor; got {type(mask_positions).__name__}.") from error
+            raise TypeError(
+                f"`mask_positions` must be a (batch, num_masked) int tensor; got {type(mask_positions).__name__}."
+            ) from error
     if mask_positions.dtype not in _INTEGER_DTYPES:
         raise TypeError(
             f"`mask_positions` must hold integer positions; got dtype {mask_positions.dtype}. Cast with .long()."

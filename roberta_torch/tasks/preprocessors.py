@@ -54,7 +54,10 @@ class TextClassifierPreprocessor:
     def __init__(self, tokenizer, sequence_length: int = DEFAULT_SEQUENCE_LENGTH, truncate: str = "round_robin",
                  pad_to_sequence_length: bool = False):
         self.packer = self.preprocessor_cls(
-            tokenizer, sequence_length=sequence_length, truncate=truncate, pad_to_sequence_length=pad_to_sequence_length
+            tokenizer,
+            sequence_length=sequence_length,
+            truncate=truncate,
+            pad_to_sequence_length=pad_to_sequence_length,
         )
         self.tokenizer = tokenizer
 
@@ -75,7 +78,9 @@ class TextClassifierPreprocessor:
         batch = inputs["token_ids"].shape[0]
         for value, argument in ((y, "y"), (sample_weight, "sample_weight")):
             if value is not None and (value.dim() == 0 or value.shape[0] != batch):
-                raise ValueError(f"`{argument}` must have one entry per text ({batch}); got shape {tuple(value.shape)}.")
+                raise ValueError(
+                    f"`{argument}` must have one entry per text ({batch}); got shape {tuple(value.shape)}."
+                )
         return _pack_x_y_sample_weight(inputs, y, sample_weight)
 
     def __repr__(self) -> str:
@@ -120,7 +125,8 @@ class MaskedLMPreprocessor(TextClassifierPreprocessor):
 
     def _set_masking(self, selection_rate, selection_length, mask_token_rate, random_token_rate, seed) -> None:
         self.mask_selection_rate = _check_rate(selection_rate, "mask_selection_rate")
-        if isinstance(selection_length, bool) or not isinstance(selection_length, numbers.Integral) or selection_length < 1:
+        is_int = isinstance(selection_length, numbers.Integral) and not isinstance(selection_length, bool)
+        if not is_int or selection_length < 1:
             raise ValueError(f"`mask_selection_length` must be an int >= 1; got {selection_length!r}.")
         self.mask_selection_length = int(selection_length)
         self.mask_token_rate = _check_rate(mask_token_rate, "mask_token_rate")
@@ -135,7 +141,10 @@ class MaskedLMPreprocessor(TextClassifierPreprocessor):
 
     def __call__(self, x, y=None, sample_weight=None):
         if y is not None or sample_weight is not None:
-            raise ValueError("MaskedLMPreprocessor makes its own labels (mask_ids); pass text only (`y` and `sample_weight` must be None).")
+            raise ValueError(
+                "MaskedLMPreprocessor makes its own labels (mask_ids); pass text only "
+                "(`y` and `sample_weight` must be None)."
+            )
         inputs = self.packer(x)
         token_ids, mask_positions, mask_ids, mask_weights = self.mask(inputs["token_ids"], inputs["padding_mask"])
         x = {"token_ids": token_ids, "padding_mask": inputs["padding_mask"], "mask_positions": mask_positions}
@@ -164,8 +173,8 @@ class MaskedLMPreprocessor(TextClassifierPreprocessor):
 
         r = torch.rand(batch, width, generator=generator)
         random_ids = torch.randint(0, self.tokenizer.vocabulary_size(), (batch, width), generator=generator)
-        replacement = torch.where(r < self.mask_token_rate, torch.full_like(mask_ids, self.tokenizer.mask_token_id),
-                                  torch.where(r < self.mask_token_rate + self.random_token_rate, random_ids, mask_ids))
+        kept_or_random = torch.where(r < self.mask_token_rate + self.random_token_rate, random_ids, mask_ids)
+        replacement = torch.where(r < self.mask_token_rate, self.tokenizer.mask_token_id, kept_or_random)
         masked = token_ids.clone()
         rows = torch.arange(batch)[:, None].expand(batch, width)
         real = weights.bool()

@@ -57,7 +57,9 @@ def save_task(task, directory, format: str | None = None) -> pathlib.Path:
         raise ValueError(f"`directory`={str(directory)!r} is a file; pass a directory to write the preset into.")
     meta = [n for n, p in task.named_parameters() if p.is_meta]
     if meta:
-        raise ValueError(f"The task has parameters on the meta device ({meta[0]}, ...): load or initialize them first.")
+        raise ValueError(
+            f"The task has parameters on the meta device ({meta[0]}, ...): load or initialize them first."
+        )
     directory.mkdir(parents=True, exist_ok=True)
     if format == "keras":
         _save_keras(task, directory)
@@ -145,7 +147,12 @@ def _copy_keras_preprocessor(task, directory: pathlib.Path) -> dict | None:
     config = {
         "name": name,
         "trainable": True,
-        "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None},
+        "dtype": {
+            "module": "keras",
+            "class_name": "DTypePolicy",
+            "config": {"name": "float32"},
+            "registered_name": None,
+        },
         "tokenizer": tokenizer_config,
         "config_file": PREPROCESSOR_CONFIG_FILE,
         "sequence_length": sequence_length,
@@ -153,7 +160,12 @@ def _copy_keras_preprocessor(task, directory: pathlib.Path) -> dict | None:
     }
     if task.task_kind == "masked_lm":
         config.update(mask_selection_rate=0.15, mask_selection_length=96, mask_token_rate=0.8, random_token_rate=0.1)
-    preprocessor = {"module": module, "class_name": class_name, "config": config, "registered_name": f"keras_hub>{class_name}"}
+    preprocessor = {
+        "module": module,
+        "class_name": class_name,
+        "config": config,
+        "registered_name": f"keras_hub>{class_name}",
+    }
     keras_format.write_json(directory / PREPROCESSOR_CONFIG_FILE, preprocessor)
     return preprocessor
 
@@ -183,7 +195,7 @@ def transformers_config(task) -> dict:
         "bos_token_id": _BOS,
         "eos_token_id": _EOS,
         "tie_word_embeddings": True,
-        "dtype": "float32" if backbone.dtype_policy.variable_dtype == torch.float32 else str(backbone.dtype_policy.variable_dtype).removeprefix("torch."),
+        "dtype": str(backbone.dtype_policy.variable_dtype).removeprefix("torch."),
     }
     if task.task_kind in ("text_classifier", "token_classifier"):
         id2label = task.id2label or {i: f"LABEL_{i}" for i in range(task.num_classes)}
@@ -192,10 +204,14 @@ def transformers_config(task) -> dict:
         config["classifier_dropout"] = task.dropout
         if task.problem_type is not None:
             config["problem_type"] = task.problem_type
-        if task.task_kind == "text_classifier" and (task.hidden_dim != backbone.hidden_dim or task.activation != "linear"):
+        not_transformers = task.task_kind == "text_classifier" and (
+            task.hidden_dim != backbone.hidden_dim or task.activation != "linear"
+        )
+        if not_transformers:
             raise ValueError(
                 f"transformers' classification head has hidden_dim = hidden_size and no output activation; this "
-                f"classifier has hidden_dim={task.hidden_dim}, activation={task.activation!r}. Save it with format='keras'."
+                f"classifier has hidden_dim={task.hidden_dim}, activation={task.activation!r}. Save it with "
+                "format='keras'."
             )
     return config
 

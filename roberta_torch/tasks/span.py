@@ -55,9 +55,12 @@ def encode_question_context(tokenizer, question: str, context: str, sequence_len
     )
 
 
-def best_answer_span(start_logits, end_logits, encoded: EncodedPair, context: str, max_answer_length: int = 30) -> Answer:
+def best_answer_span(
+    start_logits, end_logits, encoded: EncodedPair, context: str, max_answer_length: int = 30
+) -> Answer:
     """The best span over the context tokens of one encoded pair; logits are (T,) or (1, T)."""
-    if isinstance(max_answer_length, bool) or not isinstance(max_answer_length, numbers.Integral) or max_answer_length < 1:
+    is_int = isinstance(max_answer_length, numbers.Integral) and not isinstance(max_answer_length, bool)
+    if not is_int or max_answer_length < 1:
         raise ValueError(f"`max_answer_length` must be an int >= 1; got {max_answer_length!r}.")
     n = len(encoded.context_offsets)
     if n == 0:

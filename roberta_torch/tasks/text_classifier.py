@@ -46,7 +46,7 @@ class RobertaTextClassifier(Task):
     ):
         super().__init__(backbone)
         self.num_classes = check_num_classes(num_classes)
-        self.hidden_dim = check_num_classes(hidden_dim, "hidden_dim") if hidden_dim is not None else backbone.hidden_dim
+        self.hidden_dim = backbone.hidden_dim if hidden_dim is None else check_num_classes(hidden_dim, "hidden_dim")
         self.dropout = check_dropout(dropout)
         activation = "linear" if activation is None else activation
         if activation not in heads.ACTIVATIONS:
