@@ -171,7 +171,7 @@ def main() -> int:
         reloaded = roberta_torch.RobertaTextClassifier.from_preset(str(args.save))
         texts = [text for text, _ in eval_rows[:3]]
         with torch.no_grad():
-            predicted = reloaded(roberta_torch.Preprocessor.from_preset(str(args.save))(texts)).argmax(-1).tolist()
+            predicted = reloaded(preprocessor(texts)).argmax(-1).tolist()
         log(f"saved the fine-tuned classifier to {args.save} (labels {labels}); reloaded, it predicts "
             + "; ".join(f"{text!r} -> {labels[p]}" for text, p in zip(texts, predicted)))
     if world_size > 1:

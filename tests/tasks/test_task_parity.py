@@ -148,3 +148,29 @@ def test_keras_task_from_a_transformers_checkpoint_round_trips_through_keras_hub
     reference = keras_hub.models.TextClassifier.from_preset(str(tmp_path))
     theirs = np.asarray(reference.predict(model_inputs(data), verbose=0))
     assert relative_error(theirs, data["logits"]) < TOLERANCE
+
+
+def test_saved_keras_task_preset_carries_the_tokenizer_and_keras_hub_classifies_raw_text(tmp_path):
+    """An XLM-R classifier whose preset had a Keras tokenizer: the saved task preset holds the
+    tokenizer and a preprocessor.json, and keras_hub runs it end to end on text."""
+    import keras_hub
+
+    from helpers.paths import TOKENIZER_FIXTURES
+    from helpers.random_weights import randomize_
+    from roberta_torch import XLMRobertaBackbone, XLMRobertaPreprocessor, XLMRobertaTokenizer
+
+    source = TOKENIZER_FIXTURES / "xlm_roberta"
+    tokenizer = XLMRobertaTokenizer.from_preset(str(source))
+    backbone = XLMRobertaBackbone(
+        vocabulary_size=tokenizer.vocabulary_size(), num_layers=1, num_heads=2, hidden_dim=8,
+        intermediate_dim=16, max_sequence_length=32,
+    )
+    model = randomize_(tasks.XLMRobertaTextClassifier(backbone, num_classes=2), seed=5).eval()
+    model.preset_directory = source  # what from_preset records; save_to_preset copies its tokenizer
+    model.save_to_preset(tmp_path)
+    reference = keras_hub.models.TextClassifier.from_preset(str(tmp_path))
+    assert type(reference.preprocessor).__name__ == "XLMRobertaTextClassifierPreprocessor"
+    texts = ["hello world", "ein kleiner Test"]
+    with torch.no_grad():
+        ours = model(XLMRobertaPreprocessor.from_preset(str(tmp_path))(texts))
+    assert relative_error(ours, np.asarray(reference.predict(texts, verbose=0))) < TOLERANCE
