@@ -72,7 +72,8 @@ def test_fine_tune_learns_and_saves_a_loadable_task_preset(tmp_path):
     import roberta_torch
 
     save = tmp_path / "fine_tuned"
-    stdout = run([EXAMPLES / "fine_tune_classifier.py", "--bf16", "off", "--save", save])
+    # ~5 s alone; the timeout leaves room for a shared, loaded CI machine.
+    stdout = run([EXAMPLES / "fine_tune_classifier.py", "--bf16", "off", "--save", save], timeout=300)
     assert "1 x cpu" in stdout and "trained 200 steps" in stdout  # 20 epochs x 10 batches
     accuracy, majority = accuracy_line(stdout)
     # The random tiny model learns the three topics from scratch (0.79 with seed 0).
