@@ -1,4 +1,5 @@
-"""Fine-tune a preset backbone + a classification head on a CSV of (text, label).
+"""Fine-tune a RobertaTextClassifier (a preset backbone + keras_hub's classification head) on a
+CSV of (text, label), and save it as a Keras task preset (keras_hub and roberta_torch load it).
 
     python examples/fine_tune_classifier.py                    # offline: tiny preset, shipped CSV
     python examples/fine_tune_classifier.py --preset roberta_base_en --save out/
@@ -38,28 +39,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="train through torch.compile")
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute each layer in backward")
     p.add_argument("--check-replicas-in-sync", action="store_true", help="at the end, exit 1 unless all ranks agree")
-    p.add_argument("--save", type=pathlib.Path, metavar="DIR", help="write the backbone (a preset) and the head")
+    p.add_argument("--save", type=pathlib.Path, metavar="DIR", help="write the classifier as a Keras task preset")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     lr, epochs = TINY_DEFAULTS if args.preset == "roberta_tiny_random" else DEFAULTS
     args.lr, args.epochs = args.lr or lr, args.epochs or epochs
     return args
-
-
-class TextClassifier(nn.Module):
-    """keras_hub's RobertaTextClassifier: `<s>` output -> dropout -> dense, tanh -> dropout -> logits."""
-
-    def __init__(self, backbone: roberta_torch.Backbone, num_classes: int, dropout: float = 0.1):
-        super().__init__()
-        self.backbone, hidden = backbone, backbone.hidden_dim
-        self.pooled_dropout, self.output_dropout = nn.Dropout(dropout), nn.Dropout(dropout)
-        self.pooled_dense, self.logits = nn.Linear(hidden, hidden), nn.Linear(hidden, num_classes)
-        nn.init.trunc_normal_(self.logits.weight, std=0.02)  # keras_hub's roberta_kernel_initializer
-
-    def forward(self, token_ids: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        x = self.backbone({"token_ids": token_ids, "padding_mask": padding_mask})[:, 0]  # (B, H)
-        x = torch.tanh(self.pooled_dense(self.pooled_dropout(x)))
-        return self.logits(self.output_dropout(x))  # (B, num_classes)
 
 
 def read_rows(path: pathlib.Path, seed: int):
@@ -122,11 +107,14 @@ def main() -> int:
     train_rows, eval_rows, labels = read_rows(args.csv, args.seed)
 
     torch.manual_seed(args.seed)  # the same initial head everywhere (DDP also broadcasts rank 0's)
-    backbone = roberta_torch.Backbone.from_preset(args.preset).set_gradient_checkpointing(args.gradient_checkpointing)
+    # keras_hub's head (dropout -> dense, tanh -> dropout -> logits) on the pretrained backbone.
+    classifier = roberta_torch.RobertaTextClassifier.from_preset(
+        args.preset, num_classes=len(labels), dropout=0.1, id2label=dict(enumerate(labels)))
+    backbone = classifier.backbone.set_gradient_checkpointing(args.gradient_checkpointing)
     preprocessor = roberta_torch.Preprocessor.from_preset(  # compile: fixed shapes, one graph
         args.preset, sequence_length=min(args.sequence_length, backbone.max_sequence_length),
         pad_to_sequence_length=args.compile)
-    classifier = TextClassifier(backbone, len(labels)).to(device).train()
+    classifier = classifier.to(device).train()
     model = DistributedDataParallel(classifier) if world_size > 1 else classifier
     train_model = torch.compile(model) if args.compile else model
     torch.manual_seed(args.seed + rank)  # different dropout masks on each replica
@@ -178,12 +166,14 @@ def main() -> int:
         majority = max(sum(y == c for _, y in eval_rows) for c in range(len(labels)))
         log(f"eval accuracy: {correct / len(eval_rows):.3f} ({correct}/{len(eval_rows)}); "
             f"majority class: {majority / len(eval_rows):.3f}")
-    if rank == 0 and args.save:  # a Keras preset (roberta_torch and keras_hub load it) + its tokenizer
-        backbone.save_to_preset(args.save, overwrite=True)
-        preprocessor.save_to_preset(args.save)  # its tokenizer too, as keras_hub writes them
-        head = {k: v for k, v in classifier.state_dict().items() if not k.startswith("backbone.")}
-        torch.save({"state_dict": head, "labels": labels}, args.save / "classifier_head.pt")
-        log(f"saved the fine-tuned backbone preset and classifier_head.pt to {args.save}")
+    if rank == 0 and args.save:  # task.json + task.weights.h5 + the backbone + the preset's tokenizer
+        classifier.save_to_preset(args.save)
+        reloaded = roberta_torch.RobertaTextClassifier.from_preset(str(args.save))
+        texts = [text for text, _ in eval_rows[:3]]
+        with torch.no_grad():
+            predicted = reloaded(preprocessor(texts)).argmax(-1).tolist()
+        log(f"saved the fine-tuned classifier to {args.save} (labels {labels}); reloaded, it predicts "
+            + "; ".join(f"{text!r} -> {labels[p]}" for text, p in zip(texts, predicted)))
     if world_size > 1:
         dist.barrier()
         dist.destroy_process_group()

@@ -7,6 +7,23 @@ from .kernels import flash_attention, flash_attention_varlen
 from .preprocessor import Preprocessor, RobertaPreprocessor, XLMRobertaPreprocessor
 from .presets.preset import Preset, open_preset
 from .tokenizers import RobertaTokenizer, Tokenizer, XLMRobertaTokenizer
+from .tasks import (
+    MaskedLMPreprocessor,
+    RobertaMaskedLM,
+    RobertaMaskedLMPreprocessor,
+    RobertaQuestionAnswerer,
+    RobertaTextClassifier,
+    RobertaTextClassifierPreprocessor,
+    RobertaTokenClassifier,
+    Task,
+    TextClassifierPreprocessor,
+    XLMRobertaMaskedLM,
+    XLMRobertaMaskedLMPreprocessor,
+    XLMRobertaQuestionAnswerer,
+    XLMRobertaTextClassifier,
+    XLMRobertaTextClassifierPreprocessor,
+    XLMRobertaTokenClassifier,
+)
 
 __version__ = "0.1.0"
 
@@ -29,4 +46,19 @@ __all__ = [
     "Preset",
     "open_preset",
     "__version__",
+    "Task",
+    "RobertaTextClassifier",
+    "XLMRobertaTextClassifier",
+    "RobertaMaskedLM",
+    "XLMRobertaMaskedLM",
+    "RobertaTokenClassifier",
+    "XLMRobertaTokenClassifier",
+    "RobertaQuestionAnswerer",
+    "XLMRobertaQuestionAnswerer",
+    "TextClassifierPreprocessor",
+    "RobertaTextClassifierPreprocessor",
+    "XLMRobertaTextClassifierPreprocessor",
+    "MaskedLMPreprocessor",
+    "RobertaMaskedLMPreprocessor",
+    "XLMRobertaMaskedLMPreprocessor",
 ]

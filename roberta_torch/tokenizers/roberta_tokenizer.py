@@ -18,7 +18,7 @@ import json
 import os
 from typing import Iterable
 
-from .base import Tokenizer
+from .base import Tokenizer, canonicalize_texts
 
 # keras_hub's RobertaTokenizer keeps exactly these whole when they appear in text.
 DEFAULT_UNSPLITTABLE_TOKENS = ("<s>", "<pad>", "</s>", "<mask>")
@@ -232,6 +232,18 @@ class RobertaTokenizer(Tokenizer):
         files.write_text(assets / "vocabulary.json", json.dumps(self.vocabulary))
         files.write_text(assets / "merges.txt", "\n".join(self.merges) + "\n")
 
+    def encode_with_offsets(self, inputs):
+        """Ids and each token's character offsets `(start, end)` in the text, equal to
+        transformers' `offset_mapping` (no special tokens added). A str gives
+        `(ids, offsets)`; a list of str gives `(list of ids, list of offsets)`."""
+        texts, batched = canonicalize_texts(inputs, "inputs")
+        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False) if texts else []
+        ids = [encoding.ids for encoding in encodings]
+        offsets = [
+            [_trim_leading_space(text, span) for span in encoding.offsets] for text, encoding in zip(texts, encodings)
+        ]
+        return (ids, offsets) if batched else (ids[0], offsets[0])
+
     def get_config(self) -> dict:
         """keras_hub's config keys for this tokenizer (vocabulary and merges are assets)."""
         return {
@@ -239,6 +251,16 @@ class RobertaTokenizer(Tokenizer):
             "add_prefix_space": self.add_prefix_space,
             "unsplittable_tokens": list(self.unsplittable_tokens),
         }
+
+
+def _trim_leading_space(text: str, span) -> tuple[int, int]:
+    """transformers' RobertaProcessing(trim_offsets=True): a token's leading spaces (byte-level
+    "Ġ", not tabs or newlines) are not part of its span (an all-space token becomes the empty
+    span at its end)."""
+    start, end = span
+    while start < end and text[start] == " ":
+        start += 1
+    return start, end
 
 
 def _byte_level_prefix_space(pre_tokenizer) -> bool:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-from .base import Tokenizer
+from .base import Tokenizer, canonicalize_texts
 
 FAIRSEQ_PREFIX = ("<s>", "<pad>", "</s>", "<unk>")
 MASK_TOKEN = "<mask>"
@@ -77,6 +77,24 @@ class _SentencePieceBackend:
         rows = self.processor.Encode(texts, add_bos=False, add_eos=False)
         return [[_fairseq_id(i) for i in row] for row in rows]
 
+    def encode_with_offsets(self, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+        """Ids and transformers-style character offsets from sentencepiece's piece spans."""
+        try:
+            protos = self.processor.Encode(texts, return_type="proto")
+        except (TypeError, ValueError):  # sentencepiece < 0.2.1
+            protos = self.processor.Encode(texts, out_type="immutable_proto")
+        unk = FAIRSEQ_PREFIX.index("<unk>")
+        all_ids, all_offsets = [], []
+        for text, proto in zip(texts, protos):
+            char_at_byte = _char_index_of_bytes(text)
+            ids, offsets = [], []
+            for piece in proto.pieces:
+                ids.append(unk if piece.id == self.spm_unk_id else piece.id + 1)
+                offsets.append((char_at_byte[piece.begin], char_at_byte[piece.end]))
+            all_ids.append(ids)
+            all_offsets.append(_transformers_offsets(text, offsets))
+        return all_ids, all_offsets
+
     def decode(self, rows: list[list[int]]) -> list[str]:
         return self.processor.Decode([[self._to_spm(i) for i in row if i != self.mask_token_id] for row in rows])
 
@@ -100,6 +118,35 @@ class _SentencePieceBackend:
     def vocabulary(self) -> list[str]:
         pieces = [self.processor.IdToPiece(i) for i in range(self.piece_count)]
         return list(FAIRSEQ_PREFIX) + pieces[3:] + [MASK_TOKEN]
+
+
+def _char_index_of_bytes(text: str) -> list[int]:
+    """For each UTF-8 byte offset of `text` (and its end), the index of its character."""
+    index = []
+    for position, char in enumerate(text):
+        index.extend([position] * len(char.encode("utf-8")))
+    index.append(len(text))
+    return index
+
+
+def _transformers_offsets(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """sentencepiece spans -> transformers' XLM-R offset convention: a piece's leading
+    whitespace is not part of its span, and a piece that is only "▁" spans the first
+    character of the next piece."""
+    trimmed = []
+    for start, end in spans:
+        while start < end and text[start].isspace():
+            start += 1
+        trimmed.append((start, end))
+    out = list(trimmed)
+    following = len(text)
+    for index in range(len(trimmed) - 1, -1, -1):
+        start, end = trimmed[index]
+        if start == end:
+            out[index] = (following, min(following + 1, len(text)))
+        else:
+            following = start
+    return out
 
 
 class _TokenizerJsonBackend:
@@ -135,6 +182,10 @@ class _TokenizerJsonBackend:
             pieces = [UNKNOWN_SURFACE if i in (1, 3) else self.tokenizer.id_to_token(i) for i in row if i not in dropped]
             texts.append(self.tokenizer.decoder.decode(pieces) if self.tokenizer.decoder else "".join(pieces))
         return texts
+
+    def encode_with_offsets(self, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [e.ids for e in encodings], [[tuple(span) for span in e.offsets] for e in encodings]
 
     def piece(self, token_id: int) -> str:
         return self.tokenizer.id_to_token(token_id)
@@ -218,6 +269,14 @@ class XLMRobertaTokenizer(Tokenizer):
 
     def _decode_batch(self, rows: list[list[int]]) -> list[str]:
         return self._backend.decode(rows)
+
+    def encode_with_offsets(self, inputs):
+        """Ids and each token's character offsets `(start, end)` in the text, as transformers'
+        `offset_mapping` (no special tokens added). A str gives `(ids, offsets)`; a list of
+        str gives `(list of ids, list of offsets)`."""
+        texts, batched = canonicalize_texts(inputs, "inputs")
+        ids, offsets = self._backend.encode_with_offsets(texts) if texts else ([], [])
+        return (ids, offsets) if batched else (ids[0], offsets[0])
 
     def get_config(self) -> dict:
         return {"sequence_length": self.sequence_length}

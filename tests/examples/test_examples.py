@@ -44,7 +44,9 @@ def accuracy_line(stdout: str) -> tuple[float, float]:
     return float(match.group(1)), float(match.group(3))
 
 
-@pytest.mark.parametrize("script", ["quickstart.py", "fine_tune_classifier.py", "embed.py"])
+@pytest.mark.parametrize(
+    "script", ["quickstart.py", "fine_tune_classifier.py", "embed.py", "masked_lm_pretraining.py", "question_answering.py"]
+)
 def test_help(script):
     assert "usage:" in run([EXAMPLES / script, "--help"])
 
@@ -63,26 +65,39 @@ def test_quickstart_runs_with_no_arguments():
     torch.testing.assert_close(similarity, similarity.T)
 
 
-def test_fine_tune_learns_and_saves_a_loadable_preset(tmp_path):
+def test_fine_tune_learns_and_saves_a_loadable_task_preset(tmp_path):
+    import keras_hub
+    import numpy as np
+
     import roberta_torch
 
     save = tmp_path / "fine_tuned"
-    stdout = run([EXAMPLES / "fine_tune_classifier.py", "--bf16", "off", "--save", save])
+    # ~5 s alone; the timeout leaves room for a shared, loaded CI machine.
+    stdout = run([EXAMPLES / "fine_tune_classifier.py", "--bf16", "off", "--save", save], timeout=300)
     assert "1 x cpu" in stdout and "trained 200 steps" in stdout  # 20 epochs x 10 batches
     accuracy, majority = accuracy_line(stdout)
     # The random tiny model learns the three topics from scratch (0.79 with seed 0).
     assert accuracy >= 0.6 and accuracy > majority + 0.15, stdout
 
-    tuned = roberta_torch.Backbone.from_preset(str(save))
+    assert sorted(p.name for p in save.iterdir() if p.suffix == ".pt") == []  # no pickles
+    classifier = roberta_torch.Task.from_preset(str(save))
+    assert isinstance(classifier, roberta_torch.RobertaTextClassifier) and classifier.num_classes == len(CLASSES)
+    tuned = classifier.backbone
     original = roberta_torch.Backbone.from_preset("roberta_tiny_random")
     assert tuned.get_config() == original.get_config()
     changed = [k for k, v in tuned.state_dict().items() if not torch.equal(v, original.state_dict()[k])]
     assert "token_embedding.weight" in changed and "layers.1.attention.qkv.weight" in changed
     batch = roberta_torch.Preprocessor.from_preset(str(save))(["Heavy rain is expected tomorrow."])
     assert tuned(batch).shape == (1, batch["token_ids"].shape[1], 32)
-    head = torch.load(save / "classifier_head.pt")
-    assert head["labels"] == CLASSES
-    assert head["state_dict"]["logits.weight"].shape == (3, 32)
+    # The reloaded classifier's predictions (printed by the script) are this file's; keras_hub
+    # loads the same preset, preprocessor included, and agrees on raw text.
+    predictions = re.findall(r"'([^']+)' -> (\w+)", stdout.split("reloaded, it predicts")[1])
+    texts = [text for text, _ in predictions]
+    with torch.no_grad():
+        logits = classifier(roberta_torch.Preprocessor.from_preset(str(save))(texts))
+    assert [CLASSES[i] for i in logits.argmax(-1).tolist()] == [label for _, label in predictions]
+    reference = keras_hub.models.TextClassifier.from_preset(str(save))
+    np.testing.assert_allclose(np.asarray(reference.predict(texts, verbose=0)), logits.numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_fine_tune_gradient_checkpointing_bf16():
@@ -147,3 +162,28 @@ def test_embed_first_token_pooling():
     stdout = run([EXAMPLES / "embed.py", "--pooling", "first", "--query", "Snow covered the village.", "--top-k", "5"])
     assert "(first pooling, batches of 32)" in stdout and "query: 'Snow covered the village.'" in stdout
     assert len(re.findall(r"^\s+\d\. cosine [-+0-9.]+ ", stdout, re.MULTILINE)) == 5
+
+
+def test_masked_lm_pretraining_learns_and_saves_a_keras_task_preset(tmp_path):
+    import keras_hub
+
+    import roberta_torch
+
+    save = tmp_path / "mlm"
+    stdout = run([EXAMPLES / "masked_lm_pretraining.py", "--steps", "20", "--lr", "3e-3", "--save", save])
+    first, last = map(float, re.search(r"masked-token loss ([0-9.]+) -> ([0-9.]+)", stdout).groups())
+    assert last < first, stdout
+    model = roberta_torch.Task.from_preset(str(save))
+    assert isinstance(model, roberta_torch.RobertaMaskedLM)
+    assert type(keras_hub.models.MaskedLM.from_preset(str(save))).__name__ == "RobertaMaskedLM"
+
+
+def test_question_answering_and_token_tags_on_the_tiny_preset():
+    stdout = run([EXAMPLES / "question_answering.py"])
+    context = "The cat sat on the mat while the dog slept in the garden."
+    answer = re.search(r"answer: '(.*)' \(characters (\d+)-(\d+), score", stdout)
+    assert answer, stdout
+    text, start, end = answer.group(1), int(answer.group(2)), int(answer.group(3))
+    assert text and context[start:end] == text
+    tags = re.search(r"token tags \((\d+) tokens\): (.*)", stdout)
+    assert tags and all(tag.rsplit("/", 1)[1] in ("O", "B-ANIMAL", "I-ANIMAL") for tag in tags.group(2).split())

@@ -1,0 +1,123 @@
+"""The task heads (torch modules) and their conversion tables, as data.
+
+Each table row is (source key, model key, transform, part) like the backbone tables in
+presets/keras_format.py and presets/transformers_format.py; the model keys are relative to
+the task module (the backbone's tensors live under "backbone."). Reading applies each row's
+transform, writing applies its inverse (presets/mapping.py), so nothing is written twice.
+
+Keras source keys are dataset paths in `task.weights.h5` as keras-hub 0.32 writes them;
+transformers keys are those of `RobertaFor*` / `XLMRobertaFor*` after the `roberta.` prefix
+is removed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import LAYER_NORM_EPSILON, LayerNorm32, Linear, init_kernel_
+from ..presets.mapping import COPY, TRANSPOSE
+
+# -- Keras task.weights.h5 -----------------------------------------------------------------
+
+KERAS_TEXT_CLASSIFIER_TABLE = (
+    ("layers/dense/vars/0", "pooled_dense.weight", TRANSPOSE, None),
+    ("layers/dense/vars/1", "pooled_dense.bias", COPY, None),
+    ("layers/dense_1/vars/0", "output_dense.weight", TRANSPOSE, None),
+    ("layers/dense_1/vars/1", "output_dense.bias", COPY, None),
+)
+# Every `vars` group keras writes (weightless ones included) with its layer name; "" is the
+# task itself, named by the task (filled in when writing).
+KERAS_TEXT_CLASSIFIER_GROUPS = (
+    ("layers/dense", "pooled_dense"),
+    ("layers/dense_1", "logits"),
+    ("layers/dropout", "pooled_dropout"),
+    ("layers/dropout_1", "output_dropout"),
+)
+
+KERAS_MASKED_LM_TABLE = (
+    ("layers/masked_lm_head/_intermediate_dense/vars/0", "lm_head.dense.weight", TRANSPOSE, None),
+    ("layers/masked_lm_head/_intermediate_dense/vars/1", "lm_head.dense.bias", COPY, None),
+    ("layers/masked_lm_head/_intermediate_layer_norm/vars/0", "lm_head.layer_norm.weight", COPY, None),
+    ("layers/masked_lm_head/_intermediate_layer_norm/vars/1", "lm_head.layer_norm.bias", COPY, None),
+    ("layers/masked_lm_head/vars/0", "lm_head.bias", COPY, None),
+)
+KERAS_MASKED_LM_GROUPS = (
+    ("layers/input_layer_2", "mask_positions"),
+    ("layers/masked_lm_head", "mlm_head"),
+    ("layers/masked_lm_head/_intermediate_dense", "intermediate_dense"),
+    ("layers/masked_lm_head/_intermediate_layer_norm", "intermediate_layer_norm"),
+)
+
+# -- transformers ----------------------------------------------------------------------------
+
+TRANSFORMERS_TEXT_CLASSIFIER_TABLE = (
+    ("classifier.dense.weight", "pooled_dense.weight", COPY, None),
+    ("classifier.dense.bias", "pooled_dense.bias", COPY, None),
+    ("classifier.out_proj.weight", "output_dense.weight", COPY, None),
+    ("classifier.out_proj.bias", "output_dense.bias", COPY, None),
+)
+TRANSFORMERS_MASKED_LM_TABLE = (
+    ("lm_head.dense.weight", "lm_head.dense.weight", COPY, None),
+    ("lm_head.dense.bias", "lm_head.dense.bias", COPY, None),
+    ("lm_head.layer_norm.weight", "lm_head.layer_norm.weight", COPY, None),
+    ("lm_head.layer_norm.bias", "lm_head.layer_norm.bias", COPY, None),
+    ("lm_head.bias", "lm_head.bias", COPY, None),
+)
+# transformers ties these to the word embeddings and to lm_head.bias; when a file stores
+# them they are checked equal to what they are tied to (tasks/loading.py), never dropped.
+TRANSFORMERS_MASKED_LM_TIED = {
+    "lm_head.decoder.weight": "backbone.token_embedding.weight",
+    "lm_head.decoder.bias": "lm_head.bias",
+}
+TRANSFORMERS_TOKEN_CLASSIFIER_TABLE = (
+    ("classifier.weight", "classifier.weight", COPY, None),
+    ("classifier.bias", "classifier.bias", COPY, None),
+)
+TRANSFORMERS_QUESTION_ANSWERER_TABLE = (
+    ("qa_outputs.weight", "qa_outputs.weight", COPY, None),
+    ("qa_outputs.bias", "qa_outputs.bias", COPY, None),
+)
+
+
+# -- modules ---------------------------------------------------------------------------------
+
+ACTIVATIONS = {
+    "linear": lambda x: x,
+    "softmax": lambda x: torch.softmax(x, dim=-1),
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+}
+
+
+class GlorotLinear(Linear):
+    """Linear with Keras's Dense defaults (glorot_uniform kernel, zero bias): keras_hub's
+    `pooled_dense` sets no initializer."""
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.weight)
+        nn.init.zeros_(self.bias)
+
+
+class MaskedLMHead(nn.Module):
+    """keras_hub's MaskedLMHead (= transformers' RobertaLMHead): Dense(hidden, exact GELU) ->
+    LayerNorm(1e-5) -> the token embedding transposed (tied, not a parameter here) + bias."""
+
+    def __init__(self, hidden_dim: int, vocabulary_size: int):
+        super().__init__()
+        self.dense = Linear(hidden_dim, hidden_dim)
+        self.layer_norm = LayerNorm32(hidden_dim, eps=LAYER_NORM_EPSILON)
+        self.bias = nn.Parameter(torch.zeros(vocabulary_size))
+
+    def forward(self, x: torch.Tensor, token_embedding: torch.Tensor) -> torch.Tensor:
+        x = self.layer_norm(self.dense(x, activation="gelu"))  # (..., H)
+        return F.linear(x, token_embedding.to(x.dtype), self.bias.to(x.dtype))  # (..., V)
+
+
+def init_head_linear_(linear: nn.Linear) -> nn.Linear:
+    """keras_hub's RoBERTa kernel initializer (TruncatedNormal(0.02)), zero bias."""
+    init_kernel_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    return linear
