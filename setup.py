@@ -42,6 +42,10 @@ setup(
             "transformers>=4.40",
             "keras-hub>=0.32",
             "keras>=3.5",
+            # torch.onnx.export(dynamo=True) and running its graph.
+            "onnx>=1.16",
+            "onnxscript>=0.2",
+            "onnxruntime>=1.18",
         ],
         "bench": ["transformers>=4.40", "matplotlib>=3.6"],
     },

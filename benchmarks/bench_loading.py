@@ -55,7 +55,8 @@ model = roberta_torch.Backbone.from_preset(sys.argv[1])
 seconds = time.perf_counter() - start
 peak = status("VmHWM")
 parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-print(json.dumps({"baseline": baseline, "peak": peak, "parameter_bytes": parameter_bytes, "seconds": seconds}))
+print(json.dumps({"baseline": baseline, "peak": peak, "parameter_bytes": parameter_bytes, "seconds": seconds,
+                  "module": roberta_torch.__file__}))
 """
 
 
@@ -98,7 +99,11 @@ def write_presets(size: str, root: pathlib.Path) -> dict[str, pathlib.Path]:
 
 def measure(preset: pathlib.Path, python: str, pythonpath: str) -> dict:
     env = {**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([python, "-c", CHILD, str(preset)], capture_output=True, text=True, env=env, check=True)
+    # cwd: `python -c` puts the working directory first on sys.path, which would shadow
+    # --pythonpath with whatever checkout the benchmark was started from.
+    done = subprocess.run(
+        [python, "-c", CHILD, str(preset)], capture_output=True, text=True, env=env, check=True, cwd=preset.parent
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -119,7 +124,8 @@ def main() -> None:
                 print(
                     f"{size:6s} {fmt:14s} parameters {result['parameter_bytes'] / 2**20:8.0f} MiB  "
                     f"baseline {result['baseline'] / 2**20:6.0f} MiB  peak {result['peak'] / 2**20:7.0f} MiB  "
-                    f"peak - baseline = {above / result['parameter_bytes']:.2f} x parameters  ({result['seconds']:.1f} s)",
+                    f"peak - baseline = {above / result['parameter_bytes']:.2f} x parameters  ({result['seconds']:.1f} s)  "
+                    f"[{pathlib.Path(result['module']).parents[1]}]",
                     flush=True,
                 )
     if args.json:

@@ -46,10 +46,6 @@ class DTypePolicy:
     variable_dtype: torch.dtype
     compute_dtype: torch.dtype
 
-    @property
-    def is_mixed(self) -> bool:
-        return self.variable_dtype != self.compute_dtype
-
     def to_keras_config(self) -> dict:
         """The `dtype` entry Keras writes into a layer config."""
         return {
