@@ -161,11 +161,31 @@ def check_rows(
     return problems, leftovers
 
 
+def _take_whole(key_rows: list[Row], source, targets: dict, model_key: str) -> bool:
+    """A target filled by one source tensor as it is: read straight into the target (.h5),
+    or take the loaded tensor itself when it already has the target's dtype and layout
+    (memory-mapped safetensors then stay mapped: no copy, no resident memory until used)."""
+    if len(key_rows) != 1 or key_rows[0].add or key_rows[0].parts != 1 or key_rows[0].transform is not COPY:
+        return False
+    tensor, target = source[key_rows[0].source_key], targets[model_key]
+    if tensor.read_into is not None and tensor.read_into(target):
+        return True
+    value = tensor.load()
+    same = value.dtype == target.dtype and value.device == target.device and value.shape == target.shape
+    if same and value.is_contiguous():
+        targets[model_key] = value
+        return True
+    with torch.no_grad():
+        target.copy_(value)
+    return True
+
+
 def fill_tensors(
-    rows: list[Row], source: Mapping[str, SourceTensor], targets: Mapping[str, torch.Tensor], dims: Mapping
+    rows: list[Row], source: Mapping[str, SourceTensor], targets: dict[str, torch.Tensor], dims: Mapping
 ) -> None:
     """Copy every row's source tensor into its (preallocated) target, one tensor at a time:
-    the peak memory is the targets plus one source tensor. A tensor that sums several sources
+    the peak memory is the targets plus one source tensor (a target taken whole may be
+    replaced in `targets` by the source tensor itself, see _take_whole). A tensor that sums several sources
     (`add` rows) is summed in float32 and rounded once. Rows must have passed check_rows."""
     by_key: dict[str, list[Row]] = {}
     for row in rows:
@@ -173,13 +193,12 @@ def fill_tensors(
     with torch.no_grad():
         for model_key, key_rows in by_key.items():
             target = targets[model_key]
+            if _take_whole(key_rows, source, targets, model_key):
+                continue
             summed = any(row.add for row in key_rows)
             work = torch.empty(target.shape, dtype=torch.float32, device=target.device) if summed else target
             for row in sorted(key_rows, key=lambda r: r.add):  # fills before additions
                 block = work.chunk(row.parts, dim=0)[row.part] if row.parts > 1 else work
-                tensor = source[row.source_key]
-                if row.transform is COPY and not row.add and tensor.read_into is not None and tensor.read_into(block):
-                    continue  # read straight into the parameter: no intermediate copy
                 value = row.transform.to_model(source[row.source_key].load(), dims)
                 expected = torch.broadcast_shapes(value.shape, block.shape) if row.add else value.shape
                 if tuple(expected) != tuple(block.shape):  # a table whose transforms disagree
