@@ -5,6 +5,7 @@ from .dtype_policy import DTypePolicy, get_dtype_policy
 from .kernels import flash_attention, flash_attention_varlen
 from .preprocessor import Preprocessor, RobertaPreprocessor, XLMRobertaPreprocessor
 from .tokenizers import RobertaTokenizer, Tokenizer, XLMRobertaTokenizer
+from .embedding import TextEmbedder
 
 __version__ = "0.1.0"
 
@@ -23,4 +24,5 @@ __all__ = [
     "RobertaPreprocessor",
     "XLMRobertaPreprocessor",
     "__version__",
+    "TextEmbedder",
 ]
