@@ -54,12 +54,14 @@ def sentence_transformers_dir(root: pathlib.Path, model_type: str = "roberta", p
                               prompts: dict | None = None, include_prompt: bool = True, max_seq_length: int | None = 24,
                               default_prompt_name: str | None = None, seed: int = 0) -> pathlib.Path:
     """Save a SentenceTransformer (Transformer [+ Pooling] [+ Normalize]) and return its directory."""
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Normalize, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
 
-    transformer = models.Transformer(str(hf_model_dir(root, model_type, seed)), max_seq_length=max_seq_length)
-    modules = [transformer, models.Pooling(HIDDEN, pooling_mode=pooling, include_prompt=include_prompt)]
+    transformer = Transformer(str(hf_model_dir(root, model_type, seed)), max_seq_length=max_seq_length)
+    modules = [transformer, Pooling(HIDDEN, pooling_mode=pooling, include_prompt=include_prompt)]
     if normalize:
-        modules.append(models.Normalize())
+        modules.append(Normalize())
     model = SentenceTransformer(modules=modules, prompts=prompts, default_prompt_name=default_prompt_name, device="cpu")
     name = "_".join([model_type, "-".join([pooling] if isinstance(pooling, str) else pooling),
                      "norm" if normalize else "raw", "prompt" if prompts else "noprompt", str(seed)])
