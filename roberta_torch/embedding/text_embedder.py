@@ -314,17 +314,22 @@ class TextEmbedder(nn.Module):
                 f"prompts={sorted(c.prompts)}, bge_m3_heads={self.heads is not None}")
 
 
-def quantize(embeddings: np.ndarray, precision: str) -> np.ndarray:
-    """sentence-transformers' `quantize_embeddings` without calibration data: int8/uint8 buckets
-    span each dimension's range over these embeddings; binary packs the signs."""
+def quantize(embeddings: np.ndarray, precision: str, ranges: np.ndarray | None = None) -> np.ndarray:
+    """sentence-transformers' `quantize_embeddings`: int8/uint8 buckets span each dimension's
+    range (`ranges`: (2, dim) min and max rows, default: over these embeddings); binary packs
+    the signs 8 per byte."""
+    if precision == "float32":
+        return embeddings.astype(np.float32)
     if precision in ("int8", "uint8"):
-        if embeddings.shape[0] < 2:
+        if ranges is None and embeddings.shape[0] < 2:
             raise ValueError(
                 f"precision={precision!r} needs at least 2 embeddings to compute its ranges; encode more "
                 "texts at once, or use 'float32' / 'binary'."
             )
-        starts = embeddings.min(axis=0)
-        steps = (embeddings.max(axis=0) - starts) / 255
+        if ranges is None:
+            ranges = np.stack([embeddings.min(axis=0), embeddings.max(axis=0)])
+        starts = ranges[0].astype(np.float32)
+        steps = (ranges[1].astype(np.float32) - starts) / 255
         steps = np.where(steps == 0, 1, steps)
         buckets = np.clip(np.floor((embeddings - starts) / steps), 0, 255)
         return buckets.astype(np.uint8) if precision == "uint8" else (buckets - 128).astype(np.int8)
