@@ -138,3 +138,41 @@ def test_bad_pooling_argument(st_dir):
         roberta_torch.TextEmbedder.from_preset(str(st_dir), pooling="avg")
     with pytest.raises(TypeError, match="pooling"):
         roberta_torch.TextEmbedder.from_preset(str(st_dir), pooling=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_keras_xlmr(tmp_path_factory):
+    """A tiny XLM-R Keras preset with the sentencepiece fixture tokenizer (random weights)."""
+    from helpers.paths import TOKENIZER_FIXTURES
+    from helpers.random_weights import randomize_
+
+    tokenizer = roberta_torch.Tokenizer.from_preset(str(TOKENIZER_FIXTURES / "xlm_roberta"))
+    backbone = roberta_torch.XLMRobertaBackbone(vocabulary_size=tokenizer.vocabulary_size(), num_layers=2,
+                                                num_heads=4, hidden_dim=16, intermediate_dim=24,
+                                                max_sequence_length=64)
+    randomize_(backbone, seed=11)
+    directory = tmp_path_factory.mktemp("keras") / "xlmr"
+    backbone.save_to_preset(directory, format="keras")
+    shutil.copy(TOKENIZER_FIXTURES / "xlm_roberta" / "tokenizer.json", directory / "tokenizer.json")
+    shutil.copytree(TOKENIZER_FIXTURES / "xlm_roberta" / "assets", directory / "assets")
+    return directory
+
+
+@pytest.mark.parametrize("name, handle", [
+    ("bge_m3", "keras/bge/keras/bge_m3/1"),
+    ("multilingual_e5_base", "keras/multilingual-e5/keras/multilingual_e5_base/1"),
+])
+def test_builtin_embedding_presets_through_the_kagglehub_cache(tiny_keras_xlmr, tmp_path, monkeypatch, name, handle):
+    from helpers.hub_caches import put_in_kagglehub_cache
+
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path))
+    put_in_kagglehub_cache(tmp_path, handle, tiny_keras_xlmr)
+    embedder = roberta_torch.TextEmbedder.from_preset(name)
+    backbone = roberta_torch.Backbone.from_preset(str(tiny_keras_xlmr))
+    preprocessor = roberta_torch.Preprocessor.from_preset(str(tiny_keras_xlmr))
+    prompt = "query: " if name.startswith("multilingual_e5") else ""
+    with torch.no_grad():
+        for text, actual in zip(TEXTS, embedder.encode(TEXTS, prompt_name="query" if prompt else None)):
+            hidden = backbone(preprocessor([prompt + text]))[0]  # one row: every position valid
+            expected = hidden[0] if name == "bge_m3" else hidden.mean(0)
+            np.testing.assert_allclose(actual, torch.nn.functional.normalize(expected, dim=0).numpy(), atol=1e-5)
