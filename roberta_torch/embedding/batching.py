@@ -14,13 +14,14 @@ import torch
 
 
 def check_positive_int(value, argument: str, allow_none: bool = False):
+    """`value` as an int >= 1 (or None when allowed); TypeError / ValueError naming `argument`."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        kind = "None or a positive int" if allow_none else "a positive int"
-        raise (TypeError if not isinstance(value, numbers.Integral) or isinstance(value, bool) else ValueError)(
-            f"`{argument}` must be {kind}; got {value!r}."
-        )
+    kind = "None or a positive int" if allow_none else "a positive int"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{argument}` must be {kind}; got {type(value).__name__} ({value!r}).")
+    if value < 1:
+        raise ValueError(f"`{argument}` must be {kind}; got {value}.")
     return int(value)
 
 

@@ -240,13 +240,26 @@ def _load_linear_state(path: pathlib.Path, hidden_dim: int, out_features: int | 
     return {"weight": weight.float(), "bias": bias.float()}
 
 
-# -- hf:// repositories -------------------------------------------------------------------------
+# -- resolving ----------------------------------------------------------------------------------
+
+
+def resolve_directory(preset, allow_pickle: bool = False) -> pathlib.Path:
+    """The local directory of `preset` (any form `resolve_preset` takes), with an `hf://`
+    repository's embedding files fetched next to its weights."""
+    from ..presets.resolve import HF_SCHEME, resolve_preset
+
+    resolved = resolve_preset(preset, allow_pickle=allow_pickle)
+    directory = pathlib.Path(getattr(resolved, "directory", resolved))  # a Location or a path
+    if isinstance(preset, str) and preset.startswith(HF_SCHEME):
+        fetch_hub_files(preset)
+    return directory
 
 
 def fetch_hub_files(preset: str) -> None:
     """Fetch the embedding files of an `hf://` repository into its cache snapshot, where present.
 
-    (A stop-gap until the preset reader's hf:// fetch list holds these names.)
+    (A stop-gap until the preset reader's hf:// fetch list holds these names.) After the first
+    network error every file comes from huggingface_hub's cache only.
     """
     import huggingface_hub
     from huggingface_hub.errors import EntryNotFoundError
@@ -254,12 +267,19 @@ def fetch_hub_files(preset: str) -> None:
     from ..presets.resolve import HF_ETAG_TIMEOUT_S, parse_hf_handle
 
     repo_id = parse_hf_handle(preset)
+    offline = [False]
 
     def fetch(name: str) -> pathlib.Path | None:
         try:
+            if offline[0]:
+                return pathlib.Path(huggingface_hub.hf_hub_download(repo_id, name, local_files_only=True))
             return pathlib.Path(huggingface_hub.hf_hub_download(repo_id, name, etag_timeout=HF_ETAG_TIMEOUT_S))
         except EntryNotFoundError:  # absent from the repository, or offline and not cached
             return None
+        except OSError as error:  # no network (requests / httpx errors are OSErrors)
+            logger.info("%s: %s; reading the remaining embedding files from the cache.", preset, error)
+            offline[0] = True
+            return fetch(name)
 
     modules_path = fetch("modules.json")
     names = list(SENTENCE_TRANSFORMERS_FILES[1:]) + list(BGE_M3_HEAD_FILES)

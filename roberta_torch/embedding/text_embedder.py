@@ -27,9 +27,9 @@ from .bge_m3 import BGEM3Heads, hybrid_scores, colbert_score, lexical_matching_s
 from .pooling import check_pooling_modes, pool
 from .sentence_transformers_files import (
     EmbeddingConfig,
-    fetch_hub_files,
     load_bge_m3_heads,
     read_embedding_config,
+    resolve_directory,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,11 +86,8 @@ class TextEmbedder(nn.Module):
         bge-m3's `sparse_linear.pt` / `colbert_linear.pt`, when present, enable `encode_bge_m3`.
         """
         from ..presets.registry import BUILTIN_PRESETS
-        from ..presets.resolve import HF_SCHEME, resolve_preset
 
-        directory = resolve_preset(preset, allow_pickle=allow_pickle)
-        if isinstance(preset, str) and preset.startswith(HF_SCHEME):
-            fetch_hub_files(preset)
+        directory = resolve_directory(preset, allow_pickle=allow_pickle)
         builtin = preset if isinstance(preset, str) and preset in BUILTIN_PRESETS else None
         config = read_embedding_config(directory, builtin_name=builtin)
         if pooling is not None:
@@ -103,9 +100,12 @@ class TextEmbedder(nn.Module):
             if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
                 raise TypeError(f"`prompts` must be a dict of name -> str; got {prompts!r}.")
             config.prompts = dict(prompts)
-        source = config.transformer_directory or directory
-        backbone = Backbone.from_preset(str(source), allow_pickle=allow_pickle, **backbone_kwargs)
-        tokenizer = Tokenizer.from_preset(str(source))
+        # The preset itself where the encoder sits at its root (hub caches keep their link
+        # rules); a sentence-transformers sub-folder otherwise.
+        inner = config.transformer_directory
+        source = preset if inner is None or pathlib.Path(inner) == directory else str(inner)
+        backbone = Backbone.from_preset(source, allow_pickle=allow_pickle, **backbone_kwargs)
+        tokenizer = Tokenizer.from_preset(source)
         state = load_bge_m3_heads(directory, backbone.hidden_dim)
         heads = BGEM3Heads.from_state(state) if state is not None else None
         embedder = cls(backbone, tokenizer, config, heads)
