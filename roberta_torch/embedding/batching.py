@@ -26,22 +26,31 @@ def check_positive_int(value, argument: str, allow_none: bool = False):
 
 
 def length_sorted_batches(
-    lengths: list[int], batch_size: int, max_tokens_per_batch: int | None = None
+    lengths: list[int], batch_size: int, max_tokens_per_batch: int | None = None,
+    max_padding_fraction: float | None = None,
 ) -> list[list[int]]:
     """Indices into `lengths`, grouped: longest first, <= batch_size rows and <= the budget.
 
     A single row longer than the budget gets a batch of its own (it cannot be split).
+    `max_padding_fraction` also starts a new batch where the next row would make more than
+    that fraction of the padded batch padding.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep input order
-    batches, current = [], []
+    batches, current, current_tokens = [], [], 0
     for index in order:
         longest = lengths[current[0]] if current else lengths[index]
-        too_many_rows = len(current) >= batch_size
-        over_budget = max_tokens_per_batch is not None and (len(current) + 1) * longest > max_tokens_per_batch
-        if current and (too_many_rows or over_budget):
+        rows = len(current) + 1
+        too_many_rows = rows > batch_size
+        over_budget = max_tokens_per_batch is not None and rows * longest > max_tokens_per_batch
+        too_much_padding = (
+            max_padding_fraction is not None
+            and 1 - (current_tokens + lengths[index]) / (rows * longest) > max_padding_fraction
+        )
+        if current and (too_many_rows or over_budget or too_much_padding):
             batches.append(current)
-            current = []
+            current, current_tokens = [], 0
         current.append(index)
+        current_tokens += lengths[index]
     if current:
         batches.append(current)
     return batches

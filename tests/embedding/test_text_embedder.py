@@ -77,6 +77,28 @@ def test_length_sorted_batches_respect_both_budgets():
     assert all(len(b) <= 3 and (len(b) == 1 or len(b) * lengths[b[0]] <= 40) for b in batches)
     assert [lengths[b[0]] for b in batches] == sorted((lengths[b[0]] for b in batches), reverse=True)
     assert length_sorted_batches(lengths, batch_size=100, max_tokens_per_batch=1) == [[1], [3], [5], [4], [0], [2], [6]]
+    bounded = length_sorted_batches(lengths, batch_size=100, max_padding_fraction=0.25)
+    assert bounded == [[1, 3, 5], [4, 0], [2, 6]]  # padding 20 %, 14 %, 25 %
+    for batch in bounded:
+        assert 1 - sum(lengths[i] for i in batch) / (len(batch) * lengths[batch[0]]) <= 0.25
+
+
+def test_cpu_batches_take_the_padded_attention_path(embedder):
+    """On CPU, batches are cut so little padding remains: one masked SDPA call per batch and
+    layer instead of the padding-free path's per-sequence calls (same results)."""
+    from roberta_torch.attention import record_dispatch
+
+    with record_dispatch() as calls:
+        bounded = embedder.encode(TEXTS, batch_size=8)
+    assert calls and all(layout != "packed" for _, layout in calls)
+    embedder.backbone.padding_free = True
+    try:
+        with record_dispatch() as calls:
+            packed = embedder.encode(TEXTS, batch_size=8)
+    finally:
+        embedder.backbone.padding_free = "auto"
+    assert ("sdpa", "packed") in calls  # (single-text batches have no padding to drop)
+    np.testing.assert_allclose(bounded, packed, atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, error, words", [
