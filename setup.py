@@ -42,8 +42,10 @@ setup(
             "transformers>=4.40",
             "keras-hub>=0.32",
             "keras>=3.5",
+            # The reference of roberta_torch.embedding (its directories are written by it).
+            "sentence-transformers>=5",
         ],
-        "bench": ["transformers>=4.40", "matplotlib>=3.6"],
+        "bench": ["transformers>=4.40", "matplotlib>=3.6", "sentence-transformers>=5"],
     },
     entry_points={"console_scripts": ["roberta-torch=roberta_torch.cli:main"]},
     classifiers=[

@@ -16,6 +16,8 @@ from helpers.paths import REPO_ROOT
 from helpers.sentence_transformers_dirs import TEXTS, sentence_transformers_dir
 from roberta_torch.embedding.embed_cli import embed_file, main
 
+pytest.importorskip("sentence_transformers")  # writes the test directories
+
 MORE_TEXTS = TEXTS + [f"line number {i} of the corpus, about topic {i % 3}" for i in range(13)]  # 21 texts
 
 

@@ -15,6 +15,8 @@ from helpers.sentence_transformers_dirs import TEXTS, sentence_transformers_dir
 from roberta_torch.embedding import read_embedding_config
 from roberta_torch.embedding.batching import length_sorted_batches
 
+pytest.importorskip("sentence_transformers")  # writes the test directories
+
 
 @pytest.fixture(scope="module")
 def st_dir(tmp_path_factory):
