@@ -10,7 +10,10 @@ interruption skips the finished chunks. OUT itself appears only at the end, by a
 rename of a fully written temporary file, and then `OUT.parts/` is removed: a file at OUT is
 always complete.
 
-Under `torchrun --nproc-per-node N` every rank embeds its share of each chunk and rank 0 writes.
+Under `torchrun --nproc-per-node N` every rank embeds its share of each chunk and rank 0 writes:
+
+    torchrun --nproc-per-node 8 --no-python roberta-torch embed --preset bge_m3 in.jsonl --out out.npy
+    torchrun --nproc-per-node 8 -m roberta_torch.embedding.embed_cli embed --preset bge_m3 in.jsonl --out out.npy
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 import roberta_torch
 from helpers.paths import REPO_ROOT
