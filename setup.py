@@ -46,8 +46,10 @@ setup(
             "onnx>=1.16",
             "onnxscript>=0.2",
             "onnxruntime>=1.18",
+            # The reference of roberta_torch.embedding (its directories are written by it).
+            "sentence-transformers>=5",
         ],
-        "bench": ["transformers>=4.40", "matplotlib>=3.6"],
+        "bench": ["transformers>=4.40", "matplotlib>=3.6", "sentence-transformers>=5"],
     },
     entry_points={"console_scripts": ["roberta-torch=roberta_torch.cli:main"]},
     classifiers=[

@@ -4,8 +4,11 @@
     python examples/embed.py --preset roberta_base_en --query "a dog on the beach" --top-k 3
     python examples/embed.py --lines my_corpus.txt --pooling first --save embeddings.pt
 
-Each line is embedded by pooling the backbone's sequence output: "mean" averages the valid
-tokens (padding excluded), "first" takes the `<s>` token. Similarity is the cosine.
+A thin use of `roberta_torch.TextEmbedder`: each line is embedded by pooling the backbone's
+sequence output ("mean" averages the valid tokens, "first" takes the `<s>` token), then
+L2-normalized; similarity is the cosine. For a whole file use `roberta-torch embed`; for the
+embedding presets (bge_m3, multilingual_e5_*) the preset's own pooling applies by default
+through `TextEmbedder.from_preset(preset)`.
 `roberta_tiny_random` has random weights: its rankings show the code path, not meaning.
 """
 
@@ -34,44 +37,25 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def pool(sequence_output: torch.Tensor, padding_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """(B, T, H) outputs, (B, T) mask -> (B, H) float32, L2-normalized embeddings."""
-    if pooling == "first":
-        pooled = sequence_output[:, 0]  # the <s> token
-    else:
-        mask = padding_mask.unsqueeze(-1).to(sequence_output.dtype)  # (B, T, 1)
-        pooled = (sequence_output * mask).sum(1) / mask.sum(1).clamp(min=1)
-    return torch.nn.functional.normalize(pooled.float(), dim=-1)
-
-
-@torch.no_grad()
-def embed(texts: list[str], backbone, preprocessor, pooling: str, batch_size: int) -> torch.Tensor:
-    """texts -> (len(texts), hidden_dim) unit vectors, `batch_size` texts per forward pass."""
-    device = next(backbone.parameters()).device
-    chunks = []
-    for start in range(0, len(texts), batch_size):
-        inputs = {k: v.to(device) for k, v in preprocessor(texts[start : start + batch_size]).items()}
-        chunks.append(pool(backbone(inputs), inputs["padding_mask"], pooling))
-    return torch.cat(chunks)
-
-
 def main() -> None:
     args = parse_args()
     lines = [line.strip() for line in args.lines.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not lines:
         raise SystemExit(f"--lines {args.lines}: no non-empty lines to embed")
-    backbone = roberta_torch.Backbone.from_preset(args.preset).to(args.device).eval()
-    preprocessor = roberta_torch.Preprocessor.from_preset(args.preset, sequence_length=args.sequence_length)
+    # "first" is the <s> token: sentence-transformers calls that pooling "cls".
+    embedder = roberta_torch.TextEmbedder.from_preset(
+        args.preset, pooling="cls" if args.pooling == "first" else "mean", normalize=True,
+        max_seq_length=args.sequence_length, device=args.device,
+    )
 
     start = time.perf_counter()
-    embeddings = embed(lines, backbone, preprocessor, args.pooling, args.batch_size)  # (N, H)
+    embeddings = embedder.encode(lines, batch_size=args.batch_size, convert_to="torch")  # (N, H) unit vectors
     seconds = time.perf_counter() - start
-    query = embed([args.query], backbone, preprocessor, args.pooling, 1)[0]  # (H,)
-    scores = embeddings @ query  # cosine similarities, (N,)
+    scores = embedder.similarity(embedder.encode([args.query]), embeddings)[0]  # cosine similarities, (N,)
     print(f"{args.preset}: embedded {len(lines)} lines from {args.lines.name} in {seconds:.2f} s "
           f"({args.pooling} pooling, batches of {args.batch_size}) -> embeddings {tuple(embeddings.shape)}")
     if args.preset == "roberta_tiny_random":
-        print("(random weights: the ranking only shows the code path; try --preset roberta_base_en)")
+        print("(random weights: the ranking only shows the code path; try --preset multilingual_e5_base)")
     print(f"query: {args.query!r}")
     top = torch.topk(scores, min(args.top_k, len(lines)))
     for rank, (score, index) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1):

@@ -24,6 +24,7 @@ from .tasks import (
     XLMRobertaTextClassifierPreprocessor,
     XLMRobertaTokenClassifier,
 )
+from .embedding import TextEmbedder
 
 __version__ = "0.1.0"
 
@@ -61,4 +62,5 @@ __all__ = [
     "MaskedLMPreprocessor",
     "RobertaMaskedLMPreprocessor",
     "XLMRobertaMaskedLMPreprocessor",
+    "TextEmbedder",
 ]

@@ -19,6 +19,7 @@ import json
 import logging
 import sys
 
+from .embedding.embed_cli import add_embed_parser
 from .presets import registry
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace OUT_DIR if it is not empty (atomically, as a whole)"
     )
     convert.set_defaults(run=_cmd_convert)
+    add_embed_parser(sub)
     return parser
 
 

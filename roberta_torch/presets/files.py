@@ -58,6 +58,17 @@ TOKENIZER_FILES = (
     HF_SENTENCEPIECE,
 )
 KERAS_EXTRA_FILES = (KERAS_METADATA_FILE, KERAS_PREPROCESSOR_FILE, KERAS_TASK_FILE, KERAS_TASK_WEIGHTS_FILE)
+# sentence-transformers' files (module paths are also read from modules.json) and bge-m3's heads.
+ST_MODULES_FILE = "modules.json"
+SENTENCE_TRANSFORMERS_FILES = (
+    ST_MODULES_FILE,
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "1_Pooling/config.json",
+    "2_Normalize/config.json",
+)
+BGE_M3_HEAD_FILES = ("sparse_linear.pt", "colbert_linear.pt")
+EMBEDDING_FILES = SENTENCE_TRANSFORMERS_FILES + BGE_M3_HEAD_FILES
 
 
 # -- reading ----------------------------------------------------------------------------------

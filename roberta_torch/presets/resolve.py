@@ -400,6 +400,20 @@ class _HubRepo:
         raise FileNotFoundError(self.missing(f"No weights file (tried {', '.join(candidates)})") + hint)
 
 
+def _module_config_files(modules_path: pathlib.Path) -> list[str]:
+    """The config files of the modules a sentence-transformers modules.json lists under paths
+    other than the usual ones."""
+    if not modules_path.is_file():
+        return []
+    modules = files.read_json(modules_path, expect=list)
+    names = []
+    for module in modules:
+        path = module.get("path") if isinstance(module, dict) else None
+        if isinstance(path, str) and path and ".." not in path.split("/") and not path.startswith("/"):
+            names.append(f"{path}/config.json")
+    return [name for name in dict.fromkeys(names) if name not in files.EMBEDDING_FILES]
+
+
 def _resolve_hf(preset: str, *, allow_pickle: bool) -> Location:
     repo_id = parse_hf_handle(preset)
     huggingface_hub = _import_huggingface_hub()
@@ -415,7 +429,10 @@ def _resolve_hf(preset: str, *, allow_pickle: bool) -> Location:
     if fmt.NAME == "transformers" and not allow_pickle:
         hint = " A repository with only pytorch_model.bin needs allow_pickle=True."
     repo.fetch_first_weights(fmt.hub_weight_candidates(allow_pickle), hint)
-    for filename in files.TOKENIZER_FILES + (files.KERAS_EXTRA_FILES if fmt.NAME == "keras" else ()):
+    extra = files.KERAS_EXTRA_FILES if fmt.NAME == "keras" else files.EMBEDDING_FILES
+    for filename in files.TOKENIZER_FILES + extra:
+        repo.fetch_optional(filename)
+    for filename in _module_config_files(config_path.parent / files.ST_MODULES_FILE):
         repo.fetch_optional(filename)
     directory = config_path.parent
     # huggingface_hub's snapshots link into the repository's blob store next to them.
