@@ -119,6 +119,15 @@ class TextEmbedder(nn.Module):
         embedder = cls(backbone, tokenizer, config, heads)
         return embedder.to(next(backbone.parameters()).device).eval()
 
+    def save_to_preset(self, directory, format: str = "sentence-transformers", *, overwrite: bool = False):
+        """Write a sentence-transformers directory (the encoder as a transformers checkpoint,
+        modules.json, Pooling, Normalize, max_seq_length, prompts; bge-m3's heads when present)
+        that `SentenceTransformer(directory)` loads and encodes exactly as this embedder.
+        Staged and renamed into place; `overwrite=True` replaces a non-empty directory."""
+        from .sentence_transformers_saving import save_embedder
+
+        return save_embedder(self, directory, format=format, overwrite=overwrite)
+
     # -- properties ---------------------------------------------------------------------------
 
     @property
