@@ -12,9 +12,16 @@ from torch.utils.checkpoint import checkpoint
 
 from . import attention
 from .dtype_policy import DTypePolicy, get_dtype_policy
-from .inputs import is_compiling, prepare_inputs
+from .inputs import is_compiling, is_packed_input, prepare_inputs, prepare_packed_inputs
 from .layers import LAYER_NORM_EPSILON, LayerNorm32, TransformerEncoderLayer, init_kernel_
-from .padding import pad, packed_layout, unpad
+from .padding import (
+    COMPILED_PACKING_SUPPORTED,
+    layout_of_packed_input,
+    pad,
+    packed_layout,
+    packed_positions,
+    unpad,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +108,8 @@ class RobertaBackbone(Backbone):
     Extra keyword arguments (not Keras's):
       padding_free: "auto" (default), True or False. Padding-free execution packs the valid
         tokens so dense layers skip padding; "auto" uses it when at least 10% of the batch
-        is padding (never inside torch.compile). Outputs at padded positions are zeros on
+        is padding (inside torch.compile: whenever a mask is given, as the padding fraction is
+        not known while tracing). Outputs at padded positions are zeros on
         that path and Keras's (meaningless but finite) values on the padded path.
       attention_backend: "auto" (default), "triton" or "sdpa" (see roberta_torch.attention).
       gradient_checkpointing: recompute each layer in backward (non-reentrant) to save memory.
@@ -233,27 +241,37 @@ class RobertaBackbone(Backbone):
         """(mask to use, whether to run padding-free), from one host sync in eager mode.
 
         A mask with no padding is dropped: unmasked attention kernels are faster, and there
-        is nothing to skip.
+        is nothing to skip. Inside torch.compile the padding fraction is not known while
+        tracing, so a masked batch always runs padding-free (unless `padding_free=False`): at
+        10-75 % padding that is what "auto" picks anyway, and on a batch with no padding the
+        extra gather/scatter costs little (see benchmarks/README.md), while a `torch.cond`
+        over both paths would compile the encoder twice.
         """
-        if padding_mask is None or is_compiling():
+        if padding_mask is None or self._padding_free is False:
             return padding_mask, False
+        if is_compiling():
+            return padding_mask, _compiled_padding_free_supported()
         num_valid = int(padding_mask.sum())  # the one host sync of this decision
         if num_valid == padding_mask.numel():
             return None, False
         if self._padding_free == "auto":
             padding_fraction = 1.0 - num_valid / padding_mask.numel()
             return padding_mask, padding_fraction >= PADDING_FREE_MIN_PADDING_FRACTION
-        return padding_mask, self._padding_free
+        return padding_mask, True
 
     def forward(self, inputs=None, *, token_ids=None, padding_mask=None) -> torch.Tensor:
-        """inputs: {"token_ids": (B, T), "padding_mask": (B, T)} -> (B, T, hidden_dim).
+        """inputs: {"token_ids": (B, T), "padding_mask": (B, T)} -> (B, T, hidden_dim), or
+        packed {"token_ids": (total,), "cu_seqlens": (B + 1,) int32[, "max_seqlen": int]}
+        -> (total, hidden_dim).
 
-        The two tensors may also be passed as keyword arguments.
+        The two padded tensors may also be passed as keyword arguments.
         """
         if inputs is None:
             inputs = {"token_ids": token_ids}
             if padding_mask is not None:
                 inputs["padding_mask"] = padding_mask
+        if is_packed_input(inputs):
+            return self._forward_packed(inputs)
         token_ids, padding_mask = prepare_inputs(
             inputs, self.vocabulary_size, self.max_sequence_length, self.token_embedding.weight.device
         )
@@ -267,12 +285,30 @@ class RobertaBackbone(Backbone):
 
         padding_mask, padding_free = self._execution_plan(padding_mask)
         if padding_free:
-            layout = packed_layout(padding_mask)
-            mask = attention.packed_attention_mask(layout)
-            x = self._run_layers(unpad(x, layout), mask)  # (total, H)
-            return pad(x, layout)  # (B, T, H)
+            return self._run_padding_free(x, padding_mask)
         mask = attention.padded_attention_mask(padding_mask, eager=not is_compiling())
         return self._run_layers(x, mask)
+
+    def _run_padding_free(self, x: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        """Unpad once, run the encoder on valid tokens only, pad once: (B, T, H) -> (B, T, H)."""
+        layout = packed_layout(padding_mask, eager=not is_compiling())
+        x = self._run_layers(unpad(x, layout), attention.packed_attention_mask(layout))  # (total, H)
+        return pad(x, layout)
+
+    def _forward_packed(self, inputs) -> torch.Tensor:
+        """Packed inputs: positions restart at 0 in every sequence; (total,) -> (total, H)."""
+        token_ids, cu_seqlens, max_seqlen = prepare_packed_inputs(
+            inputs, self.vocabulary_size, self.max_sequence_length, self.token_embedding.weight.device
+        )
+        compute_dtype = self.dtype_policy.compute_dtype
+        positions = packed_positions(cu_seqlens, token_ids.shape[0])
+        x = self.token_embedding(token_ids).to(compute_dtype)  # (total, H)
+        x = x + self.position_embedding(positions).to(compute_dtype)
+        x = self.embeddings_dropout(self.embeddings_layer_norm(x))
+        layout = layout_of_packed_input(
+            cu_seqlens, max_seqlen, self.max_sequence_length, eager=not is_compiling()
+        )
+        return self._run_layers(x, attention.packed_attention_mask(layout))
 
     def _run_layers(self, x: torch.Tensor, mask: attention.AttentionMask) -> torch.Tensor:
         recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
@@ -282,6 +318,23 @@ class RobertaBackbone(Backbone):
             else:
                 x = layer(x, mask, self._attention_backend)
         return x
+
+
+_fallback_logged = False
+
+
+def _compiled_padding_free_supported() -> bool:
+    """Whether this torch can trace the padding-free path (custom ops with dynamic sizes,
+    torch >= 2.4); logs the fallback to the padded path once."""
+    global _fallback_logged
+    if not COMPILED_PACKING_SUPPORTED and not _fallback_logged:
+        _fallback_logged = True
+        logger.info(
+            "torch %s cannot trace the padding-free path (needs torch.library.custom_op, torch "
+            ">= 2.4); compiled models run padded batches on the padded path.",
+            torch.__version__,
+        )
+    return COMPILED_PACKING_SUPPORTED
 
 
 class XLMRobertaBackbone(RobertaBackbone):
