@@ -3,6 +3,7 @@
 from .backbone import Backbone, RobertaBackbone, XLMRobertaBackbone
 from .dtype_policy import DTypePolicy, get_dtype_policy
 from .kernels import flash_attention, flash_attention_varlen
+from .packing import pack_padded_batch, pack_sequences
 from .preprocessor import Preprocessor, RobertaPreprocessor, XLMRobertaPreprocessor
 from .tokenizers import RobertaTokenizer, Tokenizer, XLMRobertaTokenizer
 
@@ -16,6 +17,8 @@ __all__ = [
     "get_dtype_policy",
     "flash_attention",
     "flash_attention_varlen",
+    "pack_sequences",
+    "pack_padded_batch",
     "Tokenizer",
     "RobertaTokenizer",
     "XLMRobertaTokenizer",

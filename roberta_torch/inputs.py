@@ -221,14 +221,15 @@ def _check_packed_values(cu_seqlens, total, max_seqlen, max_sequence_length: int
     checks = [
         (cu_seqlens[0] == 0, "`cu_seqlens` must start at 0"),
         ((lengths >= 0).all(), "`cu_seqlens` must never decrease"),
-        (cu_seqlens[-1] == total, f"`cu_seqlens` must end at the number of tokens ({total})"),
+        (cu_seqlens[-1] == total, "`cu_seqlens` must end at the number of tokens (len(token_ids))"),
         (
             longest <= max_sequence_length,
             f"a sequence in `cu_seqlens` is longer than max_sequence_length={max_sequence_length}",
         ),
     ]
     if max_seqlen is not None:
-        checks.append((longest <= max_seqlen, f"`max_seqlen`={max_seqlen} is smaller than the longest sequence"))
+        # No f-string of max_seqlen or total here: formatting a symbolic size specializes it.
+        checks.append((longest <= max_seqlen, "`max_seqlen` is smaller than the longest sequence"))
 
     if is_compiling():
         for condition, message in checks:
@@ -238,5 +239,6 @@ def _check_packed_values(cu_seqlens, total, max_seqlen, max_sequence_length: int
         if not bool(condition):
             raise ValueError(
                 f"{message}; got cu_seqlens={cu_seqlens.tolist()[:12]}"
-                f"{' ...' if cu_seqlens.numel() > 12 else ''} (longest sequence {int(longest)})."
+                f"{' ...' if cu_seqlens.numel() > 12 else ''} ({total} token_ids, longest "
+                f"sequence {int(longest)}, max_seqlen={max_seqlen})."
             )
