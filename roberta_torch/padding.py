@@ -62,9 +62,28 @@ if COMPILED_PACKING_SUPPORTED:
 
     @valid_token_indices.register_fake
     def _valid_token_indices_fake(mask):
-        total = torch.library.get_ctx().new_dynamic_size()  # unbacked: known only at run time
-        torch._check(total <= mask.numel())
+        total = _new_dynamic_size(torch.library.get_ctx(), mask.numel())
         return mask.new_empty((total,), dtype=torch.int64)
+
+    def _new_dynamic_size(ctx, upper_bound):
+        """An unbacked symbolic size in [0, upper_bound]: known only at run time.
+
+        `ctx.new_dynamic_size()` refuses outside `fullgraph=True` unless the global
+        `torch._dynamo.config.capture_dynamic_output_shape_ops` is set, and dynamo would break
+        the graph there. The count of valid tokens is always a valid size, so (as torch's own
+        device-mesh ops do) we create the unbacked size on the shape environment directly.
+        """
+        try:
+            total = ctx.new_dynamic_size(min=0, max=upper_bound)
+        except Exception:  # DynamicOutputShapeException (no public name); see docstring
+            shape_env = getattr(ctx, "_shape_env", None)
+            if shape_env is None:
+                raise
+            from torch.fx.experimental.symbolic_shapes import _constrain_range_for_size
+
+            total = shape_env.create_unbacked_symint()
+            _constrain_range_for_size(total, min=0, max=upper_bound)
+        return total
 
 
 def cumulative_lengths(lengths: torch.Tensor) -> torch.Tensor:
