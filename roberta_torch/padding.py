@@ -73,6 +73,8 @@ if COMPILED_PACKING_SUPPORTED:
         the graph there. The count of valid tokens is always a valid size, so (as torch's own
         device-mesh ops do) we create the unbacked size on the shape environment directly.
         """
+        if not isinstance(upper_bound, int):
+            upper_bound = None  # a symbolic bound (dynamic shapes) cannot be a range limit
         try:
             total = ctx.new_dynamic_size(min=0, max=upper_bound)
         except Exception:  # DynamicOutputShapeException (no public name); see docstring

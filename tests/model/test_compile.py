@@ -159,3 +159,18 @@ def test_compiled_mixed_policies(policy):
     for name, grad in eager_grads.items():
         assert grad.dtype == next(p for n, p in net.named_parameters() if n == name).dtype
         assert torch.isfinite(compiled_grads[name]).all(), name
+
+
+def test_default_compile_has_no_graph_break():
+    # Outside fullgraph dynamo would break the graph at a data-dependent size unless the op
+    # makes its own unbacked size (see padding._new_dynamic_size).
+    g = torch.Generator().manual_seed(11)
+    inputs = random_batch(3, 9, g, prefix=False)
+    net = model().eval()
+    with torch.no_grad():
+        out = torch.compile(net, backend="aot_eager")(inputs)
+        expected = net(inputs)
+    assert not counters["graph_break"]
+    assert counters["stats"]["unique_graphs"] == 1
+    valid = inputs["padding_mask"]
+    assert relative_error(out[valid], expected[valid]) < 1e-5
