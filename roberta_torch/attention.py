@@ -256,30 +256,42 @@ def _eager() -> bool:
 
 
 def _sdpa_per_sequence(q, k, v, seqlens, dropout_p: float, generator=None) -> torch.Tensor:
-    """(total, N, D) packed q, k, v -> (total, N, D), one SDPA call per non-empty sequence.
+    """(total, N, D) packed q, k, v -> (total, N, D), one SDPA call per run of equal-length
+    sequences (a dense batch is one call; empty sequences are skipped).
 
-    With a `generator`, dropout is drawn from it (so a backward pass can redraw the same
-    mask) with the math formula; without one SDPA drops with the global RNG.
+    With a `generator`, dropout is drawn from it sequence by sequence (so a backward pass can
+    redraw the same mask) with the math formula; without one SDPA drops with the global RNG.
     """
     outputs = []
     start = 0
-    for length in seqlens:
+    for length, count in _runs(seqlens):
         if length == 0:
             continue
-        end = start + length
-        # (L, N, D) -> (N, L, D)
-        qi, ki, vi = (t[start:end].transpose(0, 1) for t in (q, k, v))
+        end = start + length * count
         if generator is not None and dropout_p > 0.0:
-            outputs.append(_math_attention_dropout(qi, ki, vi, dropout_p, generator).transpose(0, 1))
+            for s in range(start, end, length):
+                qi, ki, vi = (t[s : s + length].transpose(0, 1) for t in (q, k, v))  # (N, L, D)
+                outputs.append(_math_attention_dropout(qi, ki, vi, dropout_p, generator).transpose(0, 1))
         else:
-            outputs.append(
-                F.scaled_dot_product_attention(qi[None], ki[None], vi[None], dropout_p=dropout_p)[0]
-                .transpose(0, 1)
-            )
+            # (count * L, N, D) -> (count, N, L, D)
+            qi, ki, vi = (t[start:end].unflatten(0, (count, length)).transpose(1, 2) for t in (q, k, v))
+            out = F.scaled_dot_product_attention(qi, ki, vi, dropout_p=dropout_p)
+            outputs.append(out.transpose(1, 2).flatten(0, 1))
         start = end
     if not outputs:
         return q.new_zeros(q.shape)
-    return torch.cat(outputs, dim=0)  # (total, N, D)
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=0)  # (total, N, D)
+
+
+def _runs(seqlens):
+    """[(length, how many consecutive sequences have it), ...]"""
+    runs = []
+    for length in seqlens:
+        if runs and runs[-1][0] == length:
+            runs[-1][1] += 1
+        else:
+            runs.append([length, 1])
+    return runs
 
 
 def _math_attention_dropout(q, k, v, dropout_p: float, generator) -> torch.Tensor:
