@@ -330,7 +330,30 @@ def _seeded_generator(seed: torch.Tensor | None, device) -> torch.Generator | No
 
 def _varlen_sdpa_impl(q, k, v, cu_seqlens, dropout_p, seed):
     seqlens = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()  # free on CPU; inside the op
+    if seed is None and len(_runs(seqlens)) > 1 and q.shape[0] > 0:
+        return _sdpa_repadded(q, k, v, cu_seqlens, seqlens)
     return _sdpa_per_sequence(q, k, v, seqlens, dropout_p, _seeded_generator(seed, q.device))
+
+
+def _sdpa_repadded(q, k, v, cu_seqlens, seqlens) -> torch.Tensor:
+    """Packed attention as one key-masked SDPA call over the sequences re-padded to the
+    longest: attention is a small share of the FLOPs, and one call avoids a kernel launch
+    (and a parallel region) per sequence, which dominates inside compiled graphs."""
+    batch, longest = len(seqlens), max(seqlens)
+    total, heads, dim = q.shape
+    cu = cu_seqlens.long()
+    tokens = torch.arange(total, device=q.device)
+    sequence = torch.searchsorted(cu, tokens, right=True) - 1
+    slots = sequence * longest + (tokens - cu[sequence])  # (total,) into (batch * longest)
+    padded = [
+        t.new_zeros(batch * longest, heads, dim).index_copy_(0, slots, t)
+        .view(batch, longest, heads, dim).transpose(1, 2)
+        for t in (q, k, v)
+    ]  # each (B, N, L, D)
+    lengths = torch.tensor(seqlens, device=q.device)
+    key_mask = torch.arange(longest, device=q.device)[None, :] < lengths[:, None]  # (B, L)
+    out = F.scaled_dot_product_attention(*padded, attn_mask=key_mask[:, None, None, :])
+    return out.transpose(1, 2).reshape(batch * longest, heads, dim).index_select(0, slots)
 
 
 def _varlen_sdpa_backward_impl(grad, q, k, v, cu_seqlens, dropout_p, seed):
