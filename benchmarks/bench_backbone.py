@@ -11,6 +11,13 @@ reported against the machine's measured matrix-product peak in the same dtype.
     python benchmarks/bench_backbone.py --device cpu --dtypes float32,bfloat16 --out benchmarks/results
     python benchmarks/bench_backbone.py --device cuda --dtypes bfloat16 --out benchmarks/results_gpu
     python benchmarks/bench_backbone.py --train ...   # forward + backward + AdamW step
+    python benchmarks/bench_backbone.py --compile --shapes 8x128,16x256 --fills 1.0,0.5,0.25 ...
+
+--compile times four models interleaved: both eager and both under `torch.compile` (default
+mode, dynamic=None, one compiled object per model reused across the scenarios, as a training
+loop would), plus roberta_torch compiled on the same batch packed (`pack_padded_batch`). It
+reports the first-call time of each compiled model per scenario (compile or recompile
+included) and how many graphs dynamo built for it.
 
 Writes <out>/backbone_<device>[_train].json and .png and prints a table.
 """
@@ -167,6 +174,94 @@ def time_interleaved(functions, repeats: int, device: str, warmup: int = 1):
     return [statistics.median(t) for t in times]
 
 
+def packed_step_function(ours, ids, mask, train: bool):
+    packed = roberta_torch.pack_padded_batch({"token_ids": ids, "padding_mask": mask})
+    packed["max_seqlen"] = ids.shape[1]  # the padded length: a bound that needs no sync
+
+    def run_packed():
+        return ours(packed)
+
+    if not train:
+        return run_packed
+    optimizer = torch.optim.AdamW(ours.parameters(), lr=1e-5)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        run_packed().float().pow(2).mean().backward()
+        optimizer.step()
+
+    return step
+
+
+def first_call(fn, device: str):
+    """(seconds, graphs dynamo built) of one call: the compile or recompile cost."""
+    from torch._dynamo.utils import counters
+
+    before = counters["stats"]["unique_graphs"]
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start, counters["stats"]["unique_graphs"] - before
+
+
+def run_compiled(args) -> dict:
+    device = args.device
+    results = {
+        "device": device,
+        "machine": torch.cuda.get_device_name() if device == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "size": args.size,
+        "mode": ("train step (fwd+bwd+AdamW)" if args.train else "inference") + ", compiled",
+        "rows": [],
+    }
+    vocab = SIZES[args.size][0]
+    shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")] if args.shapes else [(8, 128), (16, 256)]
+    fills = [float(f) for f in args.fills.split(",")] if args.fills else [1.0, 0.5, 0.25]
+    names = ("transformers", "roberta_torch", "transformers_compiled", "roberta_torch_compiled", "roberta_torch_compiled_packed")
+    for dtype_name in args.dtypes.split(","):
+        dtype = DTYPES[dtype_name]
+        torch._dynamo.reset()
+        peer, ours = build_models(args.size, dtype, device, args.train)
+        compiled_peer, compiled_ours = torch.compile(peer), torch.compile(ours)
+        graphs = dict.fromkeys(names[2:], 0)
+        for batch, seq in shapes:
+            for fill in fills:
+                if fill < 1.0 and (batch, seq) == shapes[0] and len(shapes) > 1:
+                    continue  # the small shape runs dense only (keeps the run affordable)
+                if fill >= 1.0 and (batch, seq) != shapes[0]:
+                    continue
+                ids, mask, lengths = make_batch(batch, seq, fill, vocab, device)
+                run_peer, run_ours = step_functions(peer, ours, ids, mask, args.train)
+                run_cpeer, run_cours = step_functions(compiled_peer, compiled_ours, ids, mask, args.train)
+                run_packed = packed_step_function(compiled_ours, ids, mask, args.train)
+                functions = (run_peer, run_ours, run_cpeer, run_cours, run_packed)
+                grad_mode = torch.enable_grad if args.train else torch.inference_mode
+                row = {"dtype": dtype_name, "batch": batch, "seq": seq,
+                       "fill": round(int(lengths.sum()) / (batch * seq), 3)}
+                with grad_mode():
+                    for name, fn in zip(names[2:], functions[2:]):
+                        seconds, built = first_call(fn, device)
+                        graphs[name] += built
+                        row[f"{name}_first_call_s"] = seconds
+                        row[f"{name}_graphs_so_far"] = graphs[name]
+                    times = time_interleaved(functions, args.repeats, device)
+                for name, t in zip(names, times):
+                    row[f"{name}_s"] = t
+                row["eager_speedup"] = row["transformers_s"] / row["roberta_torch_s"]
+                row["compiled_speedup"] = row["transformers_compiled_s"] / row["roberta_torch_compiled_s"]
+                row["packed_speedup"] = row["transformers_compiled_s"] / row["roberta_torch_compiled_packed_s"]
+                results["rows"].append(row)
+                print(
+                    f"{dtype_name:9s} {batch:3d}x{seq:<4d} fill {row['fill']:.2f}  "
+                    f"eager x{row['eager_speedup']:.2f}  compiled x{row['compiled_speedup']:.2f}  "
+                    f"packed x{row['packed_speedup']:.2f}  "
+                    + "  ".join(f"{n}: {row[n + '_first_call_s']:.0f}s/{row[n + '_graphs_so_far']}g" for n in names[2:]),
+                    flush=True,
+                )
+        del peer, ours, compiled_peer, compiled_ours
+    return results
+
+
 def run(args) -> dict:
     device = args.device
     results = {
@@ -252,14 +347,16 @@ def main(argv=None) -> None:
     parser.add_argument("--fills", default="", help="e.g. 1.0,0.5,0.25")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--train", action="store_true", help="time a training step instead")
+    parser.add_argument("--compile", action="store_true", help="compiled rows (see above)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = run(args)
-    stem = f"backbone_{args.device}{'_train' if args.train else ''}"
+    results = run_compiled(args) if args.compile else run(args)
+    stem = f"backbone_{args.device}{'_train' if args.train else ''}{'_compiled' if args.compile else ''}"
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
-    plot(results, out / f"{stem}.png")
+    if not args.compile:
+        plot(results, out / f"{stem}.png")
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.png')}")
 
 

@@ -4,6 +4,7 @@ from .backbone import Backbone, BackboneOutput, RobertaBackbone, XLMRobertaBackb
 from .dtype_policy import DTypePolicy, get_dtype_policy
 from .inputs import transformers_position_ids
 from .kernels import flash_attention, flash_attention_varlen
+from .packing import pack_padded_batch, pack_sequences
 from .preprocessor import Preprocessor, RobertaPreprocessor, XLMRobertaPreprocessor
 from .presets.preset import Preset, open_preset
 from .tokenizers import RobertaTokenizer, Tokenizer, XLMRobertaTokenizer
@@ -38,6 +39,8 @@ __all__ = [
     "get_dtype_policy",
     "flash_attention",
     "flash_attention_varlen",
+    "pack_sequences",
+    "pack_padded_batch",
     "Tokenizer",
     "RobertaTokenizer",
     "XLMRobertaTokenizer",

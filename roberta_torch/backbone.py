@@ -13,11 +13,18 @@ from torch.utils.checkpoint import checkpoint
 
 from . import attention
 from .dtype_policy import DTypePolicy, get_dtype_policy, policy_after_cast
-from .inputs import is_compiling, prepare_inputs, prepare_position_ids
+from .inputs import is_compiling, is_exporting, is_packed_input, prepare_inputs, prepare_packed_inputs, prepare_position_ids
 from .presets import loading, registry, saving
 from .presets.preset import Preset, open_preset
 from .layers import LAYER_NORM_EPSILON, LayerNorm32, TransformerEncoderLayer, init_kernel_
-from .padding import pad, packed_layout, unpad
+from .padding import (
+    COMPILED_PACKING_SUPPORTED,
+    layout_of_packed_input,
+    pad,
+    packed_layout,
+    packed_positions,
+    unpad,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +99,13 @@ def _check_fits_in_memory(architecture: dict, dtype: torch.dtype, device) -> Non
             f"({limit / 2**30:,.1f} GiB). Check num_layers, hidden_dim, intermediate_dim, vocabulary_size "
             "and max_sequence_length, or build it on device='meta'."
         )
+
+
+def _output(x: torch.Tensor, hidden_states: list | None):
+    """A plain call returns the sequence output; with output_hidden_states a BackboneOutput."""
+    if hidden_states is None:
+        return x
+    return BackboneOutput(sequence_output=x, hidden_states=tuple(hidden_states))
 
 
 def _merge_call_arguments(inputs, **keywords):
@@ -215,7 +229,8 @@ class RobertaBackbone(Backbone):
     Extra keyword arguments (not Keras's):
       padding_free: "auto" (default), True or False. Padding-free execution packs the valid
         tokens so dense layers skip padding; "auto" uses it when at least 10% of the batch
-        is padding (never inside torch.compile). Outputs at padded positions are zeros on
+        is padding (inside torch.compile: whenever a mask is given, as the padding fraction is
+        not known while tracing). Outputs at padded positions are zeros on
         that path and Keras's (meaningless but finite) values on the padded path.
       attention_backend: "auto" (default), "triton" or "sdpa" (see roberta_torch.attention).
       gradient_checkpointing: recompute each layer in backward (non-reentrant) to save memory.
@@ -387,10 +402,17 @@ class RobertaBackbone(Backbone):
 
         A mask with no padding is dropped: unmasked attention kernels are faster, and there
         is nothing to skip. `warn_left_padding` (no position_ids given) adds the left-padding
-        test to the same host sync.
+        test to the same host sync. Inside torch.compile the padding fraction is not known while
+        tracing, so a masked batch always runs padding-free (unless `padding_free=False`): at
+        10-75 % padding that is what "auto" picks anyway, and on a batch with no padding the
+        extra gather/scatter costs little (see benchmarks/README.md), while a `torch.cond`
+        over both paths would compile the encoder twice.
         """
-        if padding_mask is None or is_compiling():
+        if padding_mask is None or self._padding_free is False:
             return padding_mask, False
+        if is_compiling():
+            # Exported graphs (torch.export, ONNX) keep static shapes: the padded path.
+            return padding_mask, not is_exporting() and _compiled_padding_free_supported()
         check_left_padding = warn_left_padding and not self._left_padding_warned
         num_valid, num_left_padded = padding_statistics(padding_mask, check_left_padding)
         if num_left_padded:
@@ -400,7 +422,7 @@ class RobertaBackbone(Backbone):
         if self._padding_free == "auto":
             padding_fraction = 1.0 - num_valid / padding_mask.numel()
             return padding_mask, padding_fraction >= PADDING_FREE_MIN_PADDING_FRACTION
-        return padding_mask, self._padding_free
+        return padding_mask, True
 
     def _warn_left_padding(self, num_rows: int) -> None:
         """Once per model: left padding with Keras's column positions is rarely intended."""
@@ -425,7 +447,9 @@ class RobertaBackbone(Backbone):
         output_hidden_states: bool = False,
     ):
         """inputs: {"token_ids": (B, T), "padding_mask": (B, T)[, "position_ids": (B, T)]}
-        -> (B, T, hidden_dim).
+        -> (B, T, hidden_dim), or packed {"token_ids": (total,), "cu_seqlens": (B + 1,) int32
+        [, "max_seqlen": int][, "position_ids": (total,)]} -> (total, hidden_dim) (positions
+        restart at 0 in every sequence unless given).
 
         The tensors may also be passed as keyword arguments. `position_ids` (ints in
         [0, max_sequence_length)) replace Keras's column positions 0..T-1, e.g.
@@ -437,6 +461,8 @@ class RobertaBackbone(Backbone):
         inputs = _merge_call_arguments(
             inputs, token_ids=token_ids, padding_mask=padding_mask, position_ids=position_ids
         )
+        if is_packed_input(inputs):
+            return self._forward_packed(inputs, output_hidden_states)
         token_ids, padding_mask = prepare_inputs(
             inputs, self.vocabulary_size, self.max_sequence_length, self.token_embedding.weight.device
         )
@@ -446,20 +472,39 @@ class RobertaBackbone(Backbone):
 
         padding_mask, padding_free = self._execution_plan(padding_mask, position_ids is None)
         if padding_free:
-            layout = packed_layout(padding_mask)
-            mask = attention.packed_attention_mask(layout)
-            x = pad(self._run_layers(unpad(x, layout), mask, hidden_states), layout)  # (B, T, H)
-            if hidden_states is not None:
-                hidden_states = [pad(h, layout) for h in hidden_states[:-1]] + [x]
+            x, hidden_states = self._run_padding_free(x, padding_mask, hidden_states)
         else:
-            mask = attention.padded_attention_mask(padding_mask, eager=not is_compiling())
+            mask = attention.padded_attention_mask(padding_mask)
             x = self._run_layers(x, mask, hidden_states)
-        if hidden_states is None:
-            return x
-        return BackboneOutput(sequence_output=x, hidden_states=tuple(hidden_states))
+        return _output(x, hidden_states)
+
+    def _run_padding_free(self, x: torch.Tensor, padding_mask: torch.Tensor, hidden_states: list | None):
+        """Unpad once, run the encoder on valid tokens only, pad once: (B, T, H) -> (B, T, H)
+        (and every hidden state padded back too)."""
+        layout = packed_layout(padding_mask, eager=not is_compiling())
+        x = pad(self._run_layers(unpad(x, layout), attention.packed_attention_mask(layout), hidden_states), layout)
+        if hidden_states is not None:
+            hidden_states = [pad(h, layout) for h in hidden_states[:-1]] + [x]
+        return x, hidden_states
+
+    def _forward_packed(self, inputs, output_hidden_states: bool = False):
+        """Packed inputs: positions restart at 0 in every sequence; (total,) -> (total, H)."""
+        token_ids, cu_seqlens, max_seqlen = prepare_packed_inputs(
+            inputs, self.vocabulary_size, self.max_sequence_length, self.token_embedding.weight.device
+        )
+        position_ids = prepare_position_ids(inputs, token_ids, self.max_sequence_length)
+        if position_ids is None:
+            position_ids = packed_positions(cu_seqlens, token_ids.shape[0])
+        x = self._embed(token_ids, position_ids)  # (total, H)
+        layout = layout_of_packed_input(
+            cu_seqlens, max_seqlen, self.max_sequence_length, eager=not is_compiling()
+        )
+        hidden_states = [] if output_hidden_states else None
+        x = self._run_layers(x, attention.packed_attention_mask(layout), hidden_states)
+        return _output(x, hidden_states)
 
     def _embed(self, token_ids: torch.Tensor, position_ids: torch.Tensor | None) -> torch.Tensor:
-        """LayerNorm(token + position embedding), in the compute dtype: (B, T, H)."""
+        """LayerNorm(token + position embedding), in the compute dtype: (B, T, H) or (total, H)."""
         compute_dtype = self.dtype_policy.compute_dtype
         x = self.token_embedding(token_ids).to(compute_dtype)
         if position_ids is None:
@@ -485,6 +530,23 @@ class RobertaBackbone(Backbone):
             if hidden_states is not None:
                 hidden_states.append(x)
         return x
+
+
+_fallback_logged = False
+
+
+def _compiled_padding_free_supported() -> bool:
+    """Whether this torch can trace the padding-free path (custom ops with dynamic sizes,
+    torch >= 2.4); logs the fallback to the padded path once."""
+    global _fallback_logged
+    if not COMPILED_PACKING_SUPPORTED and not _fallback_logged:
+        _fallback_logged = True
+        logger.info(
+            "torch %s cannot trace the padding-free path (needs torch.library.custom_op, torch "
+            ">= 2.4); compiled models run padded batches on the padded path.",
+            torch.__version__,
+        )
+    return COMPILED_PACKING_SUPPORTED
 
 
 class XLMRobertaBackbone(RobertaBackbone):

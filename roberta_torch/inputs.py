@@ -29,6 +29,12 @@ def is_compiling() -> bool:
         return False
     if compiler.is_compiling():
         return True
+    return is_exporting()
+
+
+def is_exporting() -> bool:
+    """True while torch.export (or torch.onnx.export(dynamo=True)) traces."""
+    compiler = getattr(torch, "compiler", None)
     is_exporting = getattr(compiler, "is_exporting", None)
     return bool(is_exporting is not None and is_exporting())
 
@@ -181,7 +187,15 @@ def prepare_position_ids(inputs, token_ids: torch.Tensor, max_sequence_length: i
     position_ids = inputs.get("position_ids")
     if position_ids is None:
         return None
-    position_ids = _companion_tensor(position_ids, "position_ids", token_ids)
+    if token_ids.dim() == 1:  # a packed batch: one position per token
+        position_ids = _as_tensor(position_ids, "position_ids")
+        if position_ids.shape != token_ids.shape:
+            raise ValueError(
+                f"`position_ids` of a packed batch has shape {tuple(position_ids.shape)} but `token_ids` "
+                f"has shape {tuple(token_ids.shape)}; they must match."
+            )
+    else:
+        position_ids = _companion_tensor(position_ids, "position_ids", token_ids)
     if position_ids.dtype not in _INTEGER_DTYPES:
         raise TypeError(
             f"`position_ids` must hold integers; got dtype {position_ids.dtype}. Cast with .long()."
@@ -219,3 +233,105 @@ def transformers_position_ids(padding_mask) -> torch.Tensor:
     _check_rank2(mask, "padding_mask")
     mask = mask != 0
     return ((mask.cumsum(dim=1) - 1) * mask).long()
+
+
+# -- packed inputs ---------------------------------------------------------------------------
+
+_PACKED_KEYS = ("token_ids", "cu_seqlens", "max_seqlen", "position_ids")
+
+
+def is_packed_input(inputs) -> bool:
+    """Whether `inputs` is the packed form {"token_ids": (total,), "cu_seqlens": ...}."""
+    return isinstance(inputs, Mapping) and "cu_seqlens" in inputs
+
+
+def prepare_packed_inputs(
+    inputs,
+    vocabulary_size: int,
+    max_sequence_length: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+    """Validate `{"token_ids": (total,), "cu_seqlens": (batch + 1,) int32, "max_seqlen": int}`
+    and move the tensors to `device`.
+
+    Returns token_ids (total,) int, cu_seqlens (batch + 1,) int32 and max_seqlen (an int, or
+    None when not given). Sequence b is tokens [cu_seqlens[b], cu_seqlens[b + 1]).
+    """
+    unknown = set(inputs) - set(_PACKED_KEYS)
+    if unknown:
+        raise ValueError(
+            f"packed `inputs` has unknown keys {sorted(unknown)}; allowed: {list(_PACKED_KEYS)} "
+            "(a packed batch has no padding_mask: cu_seqlens says where each sequence is)."
+        )
+    if "token_ids" not in inputs:
+        raise ValueError("packed `inputs` has no 'token_ids' key; pass the (total,) token ids.")
+
+    token_ids = _as_tensor(inputs["token_ids"], "token_ids")
+    if token_ids.dim() != 1:
+        raise ValueError(
+            f"`token_ids` of a packed batch must have rank 1 (total_tokens,); got shape "
+            f"{tuple(token_ids.shape)}. Use roberta_torch.packing.pack_padded_batch for padded ones."
+        )
+    if token_ids.dtype not in _INTEGER_DTYPES:
+        raise TypeError(f"`token_ids` must hold integers; got dtype {token_ids.dtype}. Cast with .long().")
+    total = token_ids.shape[0]
+
+    cu_seqlens = _as_tensor(inputs["cu_seqlens"], "cu_seqlens")
+    if cu_seqlens.dim() != 1 or cu_seqlens.shape[0] < 2:
+        raise ValueError(
+            f"`cu_seqlens` must have rank 1 and shape (batch + 1,) with batch >= 1; got shape "
+            f"{tuple(cu_seqlens.shape)}."
+        )
+    if cu_seqlens.dtype != torch.int32:
+        raise ValueError(
+            f"`cu_seqlens` must be int32 (the layout varlen attention kernels take); got "
+            f"{cu_seqlens.dtype}. Cast with .int()."
+        )
+
+    max_seqlen = inputs.get("max_seqlen")
+    if max_seqlen is not None:
+        if isinstance(max_seqlen, torch.Tensor) and max_seqlen.numel() == 1 and not max_seqlen.is_floating_point():
+            max_seqlen = int(max_seqlen)
+        if isinstance(max_seqlen, bool) or not isinstance(max_seqlen, (int, torch.SymInt)):
+            raise ValueError(
+                f"`max_seqlen` must be a python int >= the longest sequence; got {max_seqlen!r}."
+            )
+        if max_seqlen < 0:
+            raise ValueError(f"`max_seqlen` must be >= 0; got {max_seqlen}.")
+
+    token_ids = token_ids.to(device, non_blocking=True)
+    if token_ids.dtype in (torch.uint8, torch.int8, torch.int16):
+        token_ids = token_ids.long()
+    cu_seqlens = cu_seqlens.to(device, non_blocking=True)
+    _check_values(token_ids, None, vocabulary_size)
+    _check_packed_values(cu_seqlens, total, max_seqlen, max_sequence_length)
+    return token_ids, cu_seqlens, max_seqlen
+
+
+def _check_packed_values(cu_seqlens, total, max_seqlen, max_sequence_length: int) -> None:
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    longest = lengths.max()
+    checks = [
+        (cu_seqlens[0] == 0, "`cu_seqlens` must start at 0"),
+        ((lengths >= 0).all(), "`cu_seqlens` must never decrease"),
+        (cu_seqlens[-1] == total, "`cu_seqlens` must end at the number of tokens (len(token_ids))"),
+        (
+            longest <= max_sequence_length,
+            f"a sequence in `cu_seqlens` is longer than max_sequence_length={max_sequence_length}",
+        ),
+    ]
+    if max_seqlen is not None:
+        # No f-string of max_seqlen or total here: formatting a symbolic size specializes it.
+        checks.append((longest <= max_seqlen, "`max_seqlen` is smaller than the longest sequence"))
+
+    if is_compiling():
+        for condition, message in checks:
+            torch._assert_async(condition, message)
+        return
+    for condition, message in checks:
+        if not bool(condition):
+            raise ValueError(
+                f"{message}; got cu_seqlens={cu_seqlens.tolist()[:12]}"
+                f"{' ...' if cu_seqlens.numel() > 12 else ''} ({total} token_ids, longest "
+                f"sequence {int(longest)}, max_seqlen={max_seqlen})."
+            )

@@ -65,7 +65,7 @@ def test_auto_uses_padding_free_only_when_worth_it(monkeypatch):
     import roberta_torch.backbone as backbone_module
 
     original = backbone_module.packed_layout
-    monkeypatch.setattr(backbone_module, "packed_layout", lambda m: calls.append(1) or original(m))
+    monkeypatch.setattr(backbone_module, "packed_layout", lambda m, **kw: calls.append(1) or original(m, **kw))
     ids = torch.randint(0, 97, (4, 10))
     with torch.no_grad():
         model({"token_ids": ids, "padding_mask": torch.ones(4, 10)})
