@@ -16,6 +16,7 @@ same small protocol:
     table_dims(config, parsed_dims) -> dims the table's reshapes need
     IGNORED_PREFIXES          source keys that are not weights (buffers)
     LAYER_KEY_PATTERN         regex whose group 1 is a source key's encoder layer index
+    HEAD_PREFIXES (optional)  source keys of task heads that a backbone leaves, with a log line
 
 Optional: `remember_source(model, source, dims)`, called after a load, keeps on the model
 what writing back to the format needs to be exact (transformers_format.TransformersSource).

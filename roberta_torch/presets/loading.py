@@ -20,8 +20,6 @@ from .mapping import allocate_like, check_rows_or_raise, fill_tensors
 
 logger = logging.getLogger(__name__)
 
-# Source keys (normalized) of transformers' task heads: a backbone leaves them, with a log line.
-_HEAD_PREFIXES_BY_FORMAT = {"transformers": ("pooler.", "lm_head.", "classifier.", "qa_outputs.")}
 
 
 def read_weights_header(preset, config: dict):
@@ -72,7 +70,9 @@ def load_backbone_weights(model, preset, config: dict, dims: dict, source, descr
         model_tensors,
         table_dims,
         ignored_prefixes=fmt.IGNORED_PREFIXES,
-        leftover_prefixes=_HEAD_PREFIXES_BY_FORMAT.get(fmt.NAME, ()),
+        # Task heads (transformers' pooler, lm_head, classifier, qa_outputs): a backbone leaves
+        # them, with a log line.
+        leftover_prefixes=getattr(fmt, "HEAD_PREFIXES", ()),
         description=description,
     )
     if leftovers:
