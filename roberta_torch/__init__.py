@@ -8,23 +8,8 @@ from .packing import pack_padded_batch, pack_sequences
 from .preprocessor import Preprocessor, RobertaPreprocessor, XLMRobertaPreprocessor
 from .presets.preset import Preset, open_preset
 from .tokenizers import RobertaTokenizer, Tokenizer, XLMRobertaTokenizer
-from .tasks import (
-    MaskedLMPreprocessor,
-    RobertaMaskedLM,
-    RobertaMaskedLMPreprocessor,
-    RobertaQuestionAnswerer,
-    RobertaTextClassifier,
-    RobertaTextClassifierPreprocessor,
-    RobertaTokenClassifier,
-    Task,
-    TextClassifierPreprocessor,
-    XLMRobertaMaskedLM,
-    XLMRobertaMaskedLMPreprocessor,
-    XLMRobertaQuestionAnswerer,
-    XLMRobertaTextClassifier,
-    XLMRobertaTextClassifierPreprocessor,
-    XLMRobertaTokenClassifier,
-)
+from . import tasks
+from .tasks import *  # noqa: F401,F403 (the task classes and preprocessors, see tasks.__all__)
 from .embedding import TextEmbedder
 
 __version__ = "0.1.0"
@@ -50,20 +35,6 @@ __all__ = [
     "Preset",
     "open_preset",
     "__version__",
-    "Task",
-    "RobertaTextClassifier",
-    "XLMRobertaTextClassifier",
-    "RobertaMaskedLM",
-    "XLMRobertaMaskedLM",
-    "RobertaTokenClassifier",
-    "XLMRobertaTokenClassifier",
-    "RobertaQuestionAnswerer",
-    "XLMRobertaQuestionAnswerer",
-    "TextClassifierPreprocessor",
-    "RobertaTextClassifierPreprocessor",
-    "XLMRobertaTextClassifierPreprocessor",
-    "MaskedLMPreprocessor",
-    "RobertaMaskedLMPreprocessor",
-    "XLMRobertaMaskedLMPreprocessor",
     "TextEmbedder",
+    *tasks.__all__,
 ]

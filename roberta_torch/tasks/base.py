@@ -30,6 +30,16 @@ def check_dropout(dropout, argument: str = "dropout") -> float:
     return float(dropout)
 
 
+def labels_config(task) -> dict:
+    """The label entries of a classifier's config: id2label / label2id / problem_type when set."""
+    config = {}
+    if task.id2label is not None:
+        config.update(id2label=task.id2label, label2id=task.label2id)
+    if task.problem_type is not None:
+        config["problem_type"] = task.problem_type
+    return config
+
+
 def check_labels(num_classes: int, id2label, label2id) -> tuple[dict | None, dict | None]:
     """transformers' label names: id2label {int: str} with one entry per class, label2id its inverse."""
     if id2label is not None:

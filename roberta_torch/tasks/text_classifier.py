@@ -9,7 +9,7 @@ from torch import nn
 
 from ..backbone import XLMRobertaBackbone
 from . import heads
-from .base import Task, check_dropout, check_labels, check_num_classes
+from .base import Task, check_dropout, check_labels, check_num_classes, labels_config
 
 
 class RobertaTextClassifier(Task):
@@ -69,11 +69,7 @@ class RobertaTextClassifier(Task):
             "dropout": self.dropout,
             "activation": self.activation,
         }
-        if self.id2label is not None:
-            config.update(id2label=self.id2label, label2id=self.label2id)
-        if self.problem_type is not None:
-            config["problem_type"] = self.problem_type
-        return config
+        return {**config, **labels_config(self)}
 
     def forward(self, inputs=None, *, token_ids=None, padding_mask=None):
         """inputs: {"token_ids", "padding_mask"} (batch, seq) -> logits (batch, num_classes)."""

@@ -6,7 +6,7 @@ from torch import nn
 
 from ..backbone import XLMRobertaBackbone
 from . import heads
-from .base import Task, check_dropout, check_labels, check_num_classes
+from .base import Task, check_dropout, check_labels, check_num_classes, labels_config
 
 
 class RobertaTokenClassifier(Task):
@@ -38,11 +38,7 @@ class RobertaTokenClassifier(Task):
 
     def head_config(self) -> dict:
         config = {"num_classes": self.num_classes, "dropout": self.dropout}
-        if self.id2label is not None:
-            config.update(id2label=self.id2label, label2id=self.label2id)
-        if self.problem_type is not None:
-            config["problem_type"] = self.problem_type
-        return config
+        return {**config, **labels_config(self)}
 
     def forward(self, inputs=None, *, token_ids=None, padding_mask=None):
         backbone_inputs, _ = self.backbone_inputs(inputs, token_ids, padding_mask)
