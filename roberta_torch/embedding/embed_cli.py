@@ -29,6 +29,7 @@ import sys
 
 import numpy as np
 
+from ..presets import files
 from . import distributed
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class ChunkStore:
         """Create or reuse the parts directory; return the finished chunk numbers."""
         path = self.directory / "manifest.json"
         if path.is_file():
-            saved = json.loads(path.read_text(encoding="utf-8"))
+            saved = files.read_json(path)
             if saved != self.manifest:
                 changed = sorted(k for k in set(saved) | set(self.manifest) if saved.get(k) != self.manifest.get(k))
                 raise ValueError(
@@ -116,31 +117,23 @@ class ChunkStore:
                 )
         else:
             self.directory.mkdir(parents=True, exist_ok=True)
-            _atomic_write_bytes(path, json.dumps(self.manifest, indent=2).encode("utf-8"))
+            files.write_json(path, self.manifest)
         return sorted(int(p.stem.split("_")[1]) for p in self.directory.glob("chunk_*.npy"))
 
     def path(self, number: int) -> pathlib.Path:
         return self.directory / f"chunk_{number:06d}.npy"
 
     def write(self, number: int, embeddings: np.ndarray) -> None:
-        temporary = self.directory / f".chunk_{number:06d}.npy.tmp"
-        with open(temporary, "wb") as file:
+        with files.atomic_output(self.path(number)) as temporary, open(temporary, "wb") as file:
             np.save(file, embeddings)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, self.path(number))
 
     def load(self, number: int) -> np.ndarray:
         return np.load(self.path(number))
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def _atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -186,8 +179,11 @@ def assemble(store: ChunkStore, chunks: int, ids: list, out: pathlib.Path, preci
     def quantized(number):
         return quantize(store.load(number), precision, ranges)
 
-    temporary = out.with_name(f".{out.name}.tmp")
-    suffix = out.suffix.lower()
+    with files.atomic_output(out) as temporary:
+        return _write_output(temporary, out.suffix.lower(), chunks, ids, quantized)
+
+
+def _write_output(temporary: pathlib.Path, suffix: str, chunks: int, ids: list, quantized) -> tuple[int, ...]:
     first = quantized(0)
     shape = (len(ids), *first.shape[1:])
     if suffix == ".npy":
@@ -218,7 +214,6 @@ def assemble(store: ChunkStore, chunks: int, ids: list, out: pathlib.Path, preci
             writer.write_table(table)
             start += len(rows)
         writer.close()
-    os.replace(temporary, out)
     return shape
 
 

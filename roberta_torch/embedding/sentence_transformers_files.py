@@ -19,7 +19,6 @@ these; their embedding settings are the models' documented ones (EMBEDDING_DEFAU
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import pathlib
 
@@ -31,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 # Every file name read here, relative to the preset directory (the Transformer and Pooling
 # paths come from modules.json; "" and "1_Pooling" are what sentence-transformers writes).
+from ..presets import files
 from ..presets.files import BGE_M3_HEAD_FILES, SENTENCE_TRANSFORMERS_FILES  # noqa: F401 (the names read)
 
 # The builtin embedding presets (keras_hub: bge-m3 "uses CLS token pooling with L2
@@ -62,21 +62,9 @@ class EmbeddingConfig:
     transformer_directory: pathlib.Path | None = None  # where the backbone + tokenizer live
 
 
-def _read_json(path: pathlib.Path):
-    try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{str(path)!r} is not valid JSON: {error}") from error
-
-
 def _read_json_object(path: pathlib.Path) -> dict:
-    if not path.is_file():
-        return {}
-    value = _read_json(path)
-    if not isinstance(value, dict):
-        raise ValueError(f"{str(path)!r} must hold a JSON object; got {type(value).__name__}.")
-    return value
+    """A JSON object file of the preset, or {} when it has none."""
+    return files.read_json(path, required=False) or {}
 
 
 def read_embedding_config(directory: pathlib.Path, builtin_name: str | None = None) -> EmbeddingConfig:
@@ -103,7 +91,7 @@ def read_embedding_config(directory: pathlib.Path, builtin_name: str | None = No
 
 def _read_sentence_transformers(directory: pathlib.Path) -> EmbeddingConfig:
     modules_path = directory / "modules.json"
-    modules = _read_json(modules_path)
+    modules = files.read_json(modules_path, expect=None)
     if not isinstance(modules, list) or not all(isinstance(m, dict) and "type" in m for m in modules):
         raise ValueError(f"{str(modules_path)!r} must be a list of {{'type', 'path', ...}} objects.")
     config = EmbeddingConfig(pooling=())
