@@ -150,15 +150,8 @@ class Preprocessor:
         (and this class) load it back."""
         directory = self.tokenizer.save_to_preset(directory)
         class_name, module = _KERAS_PREPROCESSORS[self.tokenizer.keras_class_name]
-        config = {
-            "name": self.tokenizer.keras_config_name.replace("_tokenizer", "_text_classifier_preprocessor"),
-            "trainable": True,
-            "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None},
-            "tokenizer": tokenizer_files.keras_tokenizer_config(self.tokenizer),
-            "config_file": files.KERAS_PREPROCESSOR_FILE,
-            **self.get_config(),
-        }
-        spec = {"module": module, "class_name": class_name, "config": config, "registered_name": f"keras_hub>{class_name}"}
+        name = self.tokenizer.keras_config_name.replace("_tokenizer", "_text_classifier_preprocessor")
+        spec = tokenizer_files.keras_preprocessor_config(self.tokenizer, module, class_name, name, self.get_config())
         files.write_json(directory / files.KERAS_PREPROCESSOR_FILE, spec)
         return directory
 

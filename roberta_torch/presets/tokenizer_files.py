@@ -125,19 +125,37 @@ def tokenizer_spec(preset) -> TokenizerSpec:
     return TokenizerSpec(**common)
 
 
+def _keras_layer(
+    module: str, class_name: str, name: str, dtype: str, config_file: str, settings: dict, nested: dict | None = None
+) -> dict:
+    """A keras_hub layer config as its save_to_preset writes it (tokenizer, preprocessor), keys
+    in keras_hub's order: `nested` layers (a preprocessor's tokenizer) come before config_file."""
+    config = {
+        "name": name,
+        "trainable": True,
+        "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": dtype}, "registered_name": None},
+        **(nested or {}),
+        "config_file": config_file,
+        **settings,
+    }
+    return {"module": module, "class_name": class_name, "config": config, "registered_name": f"keras_hub>{class_name}"}
+
+
 def keras_tokenizer_config(tokenizer) -> dict:
     """The tokenizer.json keras_hub writes for `tokenizer` (its `keras_*` attributes and
-    `get_config()`)."""
-    config = {
-        "name": tokenizer.keras_config_name,
-        "trainable": True,
-        "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "int32"}, "registered_name": None},
-        "config_file": files.KERAS_TOKENIZER_FILE,
-        **tokenizer.keras_extra_config(),
-    }
-    return {
-        "module": tokenizer.keras_module,
-        "class_name": tokenizer.keras_class_name,
-        "config": config,
-        "registered_name": f"keras_hub>{tokenizer.keras_class_name}",
-    }
+    `keras_extra_config()`)."""
+    return _keras_layer(
+        tokenizer.keras_module,
+        tokenizer.keras_class_name,
+        tokenizer.keras_config_name,
+        "int32",
+        files.KERAS_TOKENIZER_FILE,
+        tokenizer.keras_extra_config(),
+    )
+
+
+def keras_preprocessor_config(tokenizer, module: str, class_name: str, name: str, settings: dict) -> dict:
+    """The preprocessor.json keras_hub writes: its class, the tokenizer's config nested, then
+    `settings` (sequence_length, truncate, masking rates, ...)."""
+    nested = {"tokenizer": keras_tokenizer_config(tokenizer)}
+    return _keras_layer(module, class_name, name, "float32", files.KERAS_PREPROCESSOR_FILE, settings, nested)

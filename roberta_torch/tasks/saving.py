@@ -135,18 +135,10 @@ def _save_keras_preprocessor(task, directory: pathlib.Path) -> dict | None:
     name = task.keras_config_name.replace("_text_classifier", "_text_classifier_preprocessor").replace(
         "_masked_lm", "_masked_lm_preprocessor"
     )
-    config = {
-        "name": name,
-        "trainable": True,
-        "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None},
-        "tokenizer": tokenizer_files.keras_tokenizer_config(tokenizer),
-        "config_file": files.KERAS_PREPROCESSOR_FILE,
-        "sequence_length": sequence_length,
-        "truncate": "round_robin",
-    }
+    settings = {"sequence_length": sequence_length, "truncate": "round_robin"}
     if task.task_kind == "masked_lm":
-        config.update(mask_selection_rate=0.15, mask_selection_length=96, mask_token_rate=0.8, random_token_rate=0.1)
-    preprocessor = {"module": module, "class_name": class_name, "config": config, "registered_name": f"keras_hub>{class_name}"}
+        settings.update(mask_selection_rate=0.15, mask_selection_length=96, mask_token_rate=0.8, random_token_rate=0.1)
+    preprocessor = tokenizer_files.keras_preprocessor_config(tokenizer, module, class_name, name, settings)
     files.write_json(directory / files.KERAS_PREPROCESSOR_FILE, preprocessor)
     return preprocessor
 
