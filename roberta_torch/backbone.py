@@ -13,7 +13,15 @@ from torch.utils.checkpoint import checkpoint
 
 from . import attention
 from .dtype_policy import DTypePolicy, get_dtype_policy, policy_after_cast
-from .inputs import is_compiling, is_exporting, is_packed_input, prepare_inputs, prepare_packed_inputs, prepare_position_ids
+from .inputs import (
+    is_compiling,
+    is_exporting,
+    is_packed_input,
+    merge_call_arguments,
+    prepare_inputs,
+    prepare_packed_inputs,
+    prepare_position_ids,
+)
 from .presets import loading, registry, saving
 from .presets.preset import Preset, open_preset
 from .layers import LAYER_NORM_EPSILON, LayerNorm32, TransformerEncoderLayer, init_kernel_
@@ -84,17 +92,18 @@ def _check_positive_int(value, argument: str) -> int:
     return int(value)
 
 
-def _check_fits_in_memory(architecture: dict, dtype: torch.dtype, device) -> None:
+def _check_fits_in_memory(config: dict, dtype: torch.dtype, device) -> None:
     """Refuse, before allocating, a CPU model whose parameters exceed this machine's memory
     (a hostile or mistyped config must not ask the allocator for terabytes)."""
     target = torch.device(device) if device is not None else torch.get_default_device()
     if target.type != "cpu":
         return  # meta costs nothing; accelerators report their own out-of-memory quickly
     limit = loading.available_memory_bytes()
-    needed = registry.count_parameters(architecture) * torch.empty((), dtype=dtype).element_size()
+    parameters = registry.count_parameters(config)
+    needed = parameters * torch.empty((), dtype=dtype).element_size()
     if limit is not None and needed > limit:
         raise ValueError(
-            f"This configuration has {needed // torch.empty((), dtype=dtype).element_size():,} parameters "
+            f"This configuration has {parameters:,} parameters "
             f"({needed / 2**30:,.1f} GiB in {dtype}), more than this machine's memory "
             f"({limit / 2**30:,.1f} GiB). Check num_layers, hidden_dim, intermediate_dim, vocabulary_size "
             "and max_sequence_length, or build it on device='meta'."
@@ -106,21 +115,6 @@ def _output(x: torch.Tensor, hidden_states: list | None):
     if hidden_states is None:
         return x
     return BackboneOutput(sequence_output=x, hidden_states=tuple(hidden_states))
-
-
-def _merge_call_arguments(inputs, **keywords):
-    """The inputs of a call, given either as one dict or as keyword arguments, never both
-    (a keyword next to a dict would otherwise be ignored or silently win)."""
-    given = {name: value for name, value in keywords.items() if value is not None}
-    if inputs is None:
-        return given
-    if given:
-        raise TypeError(
-            f"Pass the inputs either as a dict or as keyword arguments, not both: got a "
-            f"{type(inputs).__name__} and {', '.join(sorted(given))}=. E.g. model({{'token_ids': ids, "
-            "'padding_mask': mask}) or model(token_ids=ids, padding_mask=mask)."
-        )
-    return inputs
 
 
 class Backbone(nn.Module):
@@ -289,7 +283,7 @@ class RobertaBackbone(Backbone):
         self.attention_backend = attention_backend
         self.gradient_checkpointing = bool(gradient_checkpointing)
         self._left_padding_warned = False
-        _check_fits_in_memory(self._architecture(), self.dtype_policy.variable_dtype, device)
+        _check_fits_in_memory(self.get_config(), self.dtype_policy.variable_dtype, device)
 
         with torch.device(device) if device is not None else contextlib.nullcontext():
             self.token_embedding = nn.Embedding(vocabulary_size, hidden_dim)
@@ -305,15 +299,6 @@ class RobertaBackbone(Backbone):
         self.to(self._dtype_policy.variable_dtype)
         if not trainable:
             self.requires_grad_(False)
-
-    def _architecture(self) -> dict:
-        return {
-            "vocabulary_size": self.vocabulary_size,
-            "num_layers": self.num_layers,
-            "hidden_dim": self.hidden_dim,
-            "intermediate_dim": self.intermediate_dim,
-            "max_sequence_length": self.max_sequence_length,
-        }
 
     # -- properties -------------------------------------------------------------------------
 
@@ -458,7 +443,7 @@ class RobertaBackbone(Backbone):
         `sequence_output` (what a plain call returns) and `hidden_states`, num_layers + 1
         tensors (B, T, hidden_dim): the embedding output, then every layer's output.
         """
-        inputs = _merge_call_arguments(
+        inputs = merge_call_arguments(
             inputs, token_ids=token_ids, padding_mask=padding_mask, position_ids=position_ids
         )
         if is_packed_input(inputs):

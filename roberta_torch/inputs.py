@@ -39,6 +39,21 @@ def is_exporting() -> bool:
     return bool(is_exporting is not None and is_exporting())
 
 
+def merge_call_arguments(inputs, **keywords):
+    """The inputs of a call, given either as one dict or as keyword arguments, never both
+    (a keyword next to a dict would otherwise be ignored or silently win)."""
+    given = {name: value for name, value in keywords.items() if value is not None}
+    if inputs is None:
+        return given
+    if given:
+        raise TypeError(
+            f"Pass the inputs either as a dict or as keyword arguments, not both: got a "
+            f"{type(inputs).__name__} and {', '.join(sorted(given))}=. E.g. model({{'token_ids': ids, "
+            "'padding_mask': mask}) or model(token_ids=ids, padding_mask=mask)."
+        )
+    return inputs
+
+
 def _as_tensor(value, argument: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         if value.is_meta:

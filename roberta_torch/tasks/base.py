@@ -13,6 +13,7 @@ import numbers
 from torch import nn
 
 from ..backbone import Backbone, RobertaBackbone
+from ..inputs import merge_call_arguments
 from . import loading, saving
 
 
@@ -155,14 +156,7 @@ class Task(nn.Module):
     @staticmethod
     def backbone_inputs(inputs, token_ids, padding_mask, extra=()) -> tuple[dict, dict]:
         """(backbone inputs, the task's extra inputs) from a dict or keyword tensors."""
-        if inputs is None:
-            inputs = {"token_ids": token_ids}
-            if padding_mask is not None:
-                inputs["padding_mask"] = padding_mask
-        elif token_ids is not None or padding_mask is not None:
-            raise TypeError(
-                "Pass the inputs either as a dict or as keyword arguments (token_ids=, padding_mask=), not both."
-            )
+        inputs = merge_call_arguments(inputs, token_ids=token_ids, padding_mask=padding_mask)
         if not isinstance(inputs, dict):
             raise TypeError(
                 f"`inputs` must be a dict {{'token_ids': ..., 'padding_mask': ...}}; got {type(inputs).__name__}."
