@@ -48,6 +48,8 @@ def _cmd_info(args) -> int:
 
     preset = open_preset(args.preset, allow_pickle=args.allow_pickle)
     Backbone.class_for_preset(preset.class_name, preset)
+    # The stored config, whichever dropout a load would choose: a transformers config with two
+    # different dropout rates asks a loader for `dropout=`, not `info`.
     _, config, _ = preset.parse({"dropout": None})
     files = sorted(p for p in preset.directory.rglob("*") if p.is_file())
     report = {
