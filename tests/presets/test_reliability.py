@@ -153,8 +153,11 @@ def test_cached_hf_preset_loads_in_seconds_without_network(tmp_path, network):
 
 HOSTILE_SCRIPT = """
 import json, resource, sys, time
-resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
 import roberta_torch
+# Cap the address space 3 GiB above what the imports mapped (a CUDA build of torch maps far
+# more virtual memory than a CPU build, so an absolute cap would fail the import itself).
+mapped = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (mapped + 3 * 2**30, mapped + 3 * 2**30))
 start = time.monotonic()
 try:
     roberta_torch.Backbone.from_preset(sys.argv[1], load_weights=sys.argv[2] == "1")
