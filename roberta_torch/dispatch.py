@@ -187,6 +187,10 @@ def override(**choices):
 def requested(name: str, call: str | None = None, model: str | None = None) -> tuple:
     """(choice, where it came from) at point `name`: the first of call, model, the innermost
     scoped override, the process default (see the module docstring). Values are checked."""
+    if call is None and model is None and not _overrides:  # the common case, kept cheap
+        default = _defaults.get(name)
+        if default is not None:
+            return default
     point = _point(name)
     if call is not None:
         return point.check(call, point.call_name), point.call_name
