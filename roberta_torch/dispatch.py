@@ -73,7 +73,7 @@ class Decision(NamedTuple):
     """One decision taken at a point: what was chosen, for what, and why.
 
     case: what the decision was about, as the point defines it (attention: the layout
-          "padded" / "masked" / "packed"; dense epilogue: the compute dtype).
+          "padded" / "masked" / "packed"; packed_sdpa and dense_epilogue: the dtype).
     why:  where a forced choice came from ("the call", "$ROBERTA_TORCH_ATTENTION", ...) or,
           for "auto" and fallbacks, the reason (e.g. "no gradient, oneDNN has this dtype").
     """
