@@ -26,7 +26,6 @@ from .presets import loading, registry, saving
 from .presets.preset import Preset, open_preset
 from .layers import LAYER_NORM_EPSILON, LayerNorm32, TransformerEncoderLayer, init_kernel_
 from .padding import (
-    COMPILED_PACKING_SUPPORTED,
     layout_of_packed_input,
     pad,
     packed_layout,
@@ -397,7 +396,7 @@ class RobertaBackbone(Backbone):
             return padding_mask, False
         if is_compiling():
             # Exported graphs (torch.export, ONNX) keep static shapes: the padded path.
-            return padding_mask, not is_exporting() and _compiled_padding_free_supported()
+            return padding_mask, not is_exporting()
         check_left_padding = warn_left_padding and not self._left_padding_warned
         num_valid, num_left_padded = padding_statistics(padding_mask, check_left_padding)
         if num_left_padded:
@@ -515,23 +514,6 @@ class RobertaBackbone(Backbone):
             if hidden_states is not None:
                 hidden_states.append(x)
         return x
-
-
-_fallback_logged = False
-
-
-def _compiled_padding_free_supported() -> bool:
-    """Whether this torch can trace the padding-free path (custom ops with dynamic sizes,
-    torch >= 2.4); logs the fallback to the padded path once."""
-    global _fallback_logged
-    if not COMPILED_PACKING_SUPPORTED and not _fallback_logged:
-        _fallback_logged = True
-        logger.info(
-            "torch %s cannot trace the padding-free path (needs torch.library.custom_op, torch "
-            ">= 2.4); compiled models run padded batches on the padded path.",
-            torch.__version__,
-        )
-    return COMPILED_PACKING_SUPPORTED
 
 
 class XLMRobertaBackbone(RobertaBackbone):

@@ -5,21 +5,30 @@ torch's addmm first broadcasts the bias into the output (another pass). oneDNN, 
 ships and Inductor uses for the same purpose, runs bias, GELU or the residual add inside the
 matrix product. Its ops have no autograd formula, so they run only where no gradient is
 needed; training and every other device take the plain path. Both paths compute the same
-function (float32 differences are at rounding level; see tests/test_dense.py).
+function (float32 differences are at rounding level; see tests/model/test_dense.py).
+
+Which path a call takes is the decision point "dense_epilogue" (see roberta_torch/dispatch.py):
+`auto` and `fused` take oneDNN wherever it can run, `plain` never does.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 import torch.nn.functional as F
 
-from .inputs import is_compiling
+from . import dispatch
+from .tracing import is_compiling
 
-# Escape hatch for debugging and for the benchmarks' A/B runs: read once, at import.
+# The process default of the "dense_epilogue" point: auto|fused|plain, or the on/off
+# spellings (on = "auto", off = "plain"). Read once, at import.
 ONEDNN_ENV_VAR = "ROBERTA_TORCH_ONEDNN"
+EPILOGUE_PATHS = ("auto", "fused", "plain")
+
+DENSE_EPILOGUE = dispatch.declare(
+    "dense_epilogue", EPILOGUE_PATHS, env_var=ONEDNN_ENV_VAR, switch=("auto", "plain")
+).name
 
 
 def _onednn_ops_available() -> bool:
@@ -47,36 +56,26 @@ def _supported_dtypes() -> tuple:
 
 FUSED_DTYPES = _supported_dtypes()
 ONEDNN_AVAILABLE = bool(FUSED_DTYPES)
-_enabled = os.environ.get(ONEDNN_ENV_VAR, "1") != "0"
-
-
-def onednn_enabled() -> bool:
-    return _enabled
 
 
 def set_onednn_enabled(enabled: bool) -> bool:
-    """Turn the fused CPU path on or off for the process (overrides $ROBERTA_TORCH_ONEDNN,
-    which is read once, at import); returns the previous setting."""
-    global _enabled
+    """Allow (True: "auto") or forbid (False: "plain") the fused CPU path for the process;
+    returns the previous setting. The same as `dispatch.set_default("dense_epilogue", ...)`;
+    overrides $ROBERTA_TORCH_ONEDNN (which is read once, at import)."""
     if not isinstance(enabled, bool):
         raise TypeError(f"`enabled` must be a bool; got {enabled!r}.")
-    previous, _enabled = _enabled, enabled
-    return previous
+    previous = dispatch.set_default(
+        DENSE_EPILOGUE, "auto" if enabled else "plain", source="set_onednn_enabled"
+    )
+    return previous != "plain"
 
 
 def autocast_dtype(device_type: str) -> torch.dtype | None:
     """The dtype `torch.autocast` casts matrix products to on `device_type`, or None when
     autocast is off there."""
-    try:
-        if not torch.is_autocast_enabled(device_type):
-            return None
-        return torch.get_autocast_dtype(device_type)
-    except (TypeError, AttributeError):  # torch < 2.4: per-device functions
-        if device_type == "cpu":
-            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
-        if device_type == "cuda":
-            return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+    if not torch.is_autocast_enabled(device_type):
         return None
+    return torch.get_autocast_dtype(device_type)
 
 
 def autocast_operands(x: torch.Tensor, *tensors):
@@ -93,39 +92,52 @@ def autocast_operands(x: torch.Tensor, *tensors):
     return tuple(t if t is None or t.dtype == dtype else t.to(dtype) for t in (x, *tensors))
 
 
+def epilogue_path(
+    x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None = None
+) -> tuple:
+    """("fused" or "plain", why) for this call at the "dense_epilogue" point: "fused" (or
+    "auto") takes oneDNN's kernels wherever they can run, else the plain path; "plain" never."""
+    requested, source = dispatch.requested(DENSE_EPILOGUE)
+    if requested == "plain":
+        return "plain", source
+    reason = _fused_unavailable_reason(x, weight, residual)
+    if reason is not None:
+        return "plain", reason
+    return "fused", "auto: no gradient, oneDNN has this dtype" if requested == "auto" else source
+
+
+def _fused_unavailable_reason(x, weight, residual) -> str | None:
+    if x.device.type != "cpu":
+        return "not a CPU tensor"
+    if x.dtype not in FUSED_DTYPES:
+        return "this CPU's oneDNN has no kernel for this dtype"
+    if x.dtype != weight.dtype or (residual is not None and residual.dtype != x.dtype):
+        return "mixed dtypes"
+    # Autocast casts F.linear's inputs but not oneDNN's: fuse only what it would not cast
+    # (layers.Linear casts its operands to the autocast dtype itself).
+    if autocast_dtype("cpu") not in (None, x.dtype):
+        return "autocast to another dtype"
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return "gradients needed (oneDNN's ops have no autograd formula)"
+    if is_compiling():
+        return "compiling (Inductor fuses on its own)"
+    return None
+
+
 def uses_fused_cpu_path(
     x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None = None
 ) -> bool:
-    """True when this call can take oneDNN's fused kernels."""
-    return (
-        _enabled
-        and x.device.type == "cpu"
-        and x.dtype in FUSED_DTYPES
-        and x.dtype == weight.dtype
-        and (residual is None or residual.dtype == x.dtype)
-        # Autocast casts F.linear's inputs but not oneDNN's: fuse only what it would not
-        # cast (layers.Linear casts its operands to the autocast dtype itself).
-        and autocast_dtype("cpu") in (None, x.dtype)
-        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-        and not is_compiling()  # Inductor fuses on its own
-    )
-
-
-# Observers of the path each `linear` call takes (see record_paths); empty in normal runs.
-_path_records: list = []
+    """True when this call takes oneDNN's fused kernels."""
+    return epilogue_path(x, weight, residual)[0] == "fused"
 
 
 @contextlib.contextmanager
 def record_paths():
     """Within the block, every `linear` call appends ("fused" or "plain", dtype) to the
-    yielded list: whether oneDNN's fused kernel ran, and in which dtype. For tests,
-    debugging and benchmarks."""
-    calls: list = []
-    _path_records.append(calls)
-    try:
+    yielded list: whether oneDNN's fused kernel ran, and in which dtype.
+    `dispatch.record("dense_epilogue")` gives the same as `Decision`s, with the reason."""
+    with dispatch._recording((DENSE_EPILOGUE,), lambda d: (d.choice, d.case)) as calls:
         yield calls
-    finally:
-        _path_records.remove(calls)
 
 
 def linear(
@@ -140,10 +152,9 @@ def linear(
     x: (..., in); weight: (out, in); bias: (out,); residual: (..., out) or None;
     activation: None or "gelu" (exact, erf). Not both activation and residual.
     """
-    fused = uses_fused_cpu_path(x, weight, residual)
-    for calls in _path_records:
-        calls.append(("fused" if fused else "plain", x.dtype))
-    if fused:
+    path, why = epilogue_path(x, weight, residual)
+    dispatch.note(DENSE_EPILOGUE, path, x.dtype, why)
+    if path == "fused":
         if residual is not None:
             return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
         if activation == "gelu":

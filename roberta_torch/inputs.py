@@ -13,30 +13,13 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from .tracing import is_compiling, is_exporting  # noqa: F401 (is_exporting: re-exported for callers)
+
 _INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 _MASK_DTYPES = (torch.bool, *_INTEGER_DTYPES, torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 INPUT_KEYS = ("token_ids", "padding_mask", "position_ids")
-
-
-def is_compiling() -> bool:
-    """True while torch.compile or torch.export traces: no host syncs, no data-dependent
-    Python branches. (torch 2.13 reports export as compiling; older versions may only set
-    `is_exporting`, so both are asked.)"""
-    compiler = getattr(torch, "compiler", None)
-    if compiler is None:
-        return False
-    if compiler.is_compiling():
-        return True
-    return is_exporting()
-
-
-def is_exporting() -> bool:
-    """True while torch.export (or torch.onnx.export(dynamo=True)) traces."""
-    compiler = getattr(torch, "compiler", None)
-    is_exporting = getattr(compiler, "is_exporting", None)
-    return bool(is_exporting is not None and is_exporting())
 
 
 def merge_call_arguments(inputs, **keywords):

@@ -15,15 +15,7 @@ static upper bound), so one graph serves every mask of a padded shape.
 from __future__ import annotations
 
 import dataclasses
-import logging
-
 import torch
-
-logger = logging.getLogger(__name__)
-
-# torch.library.custom_op, register_fake and get_ctx().new_dynamic_size() arrived in torch 2.4.
-COMPILED_PACKING_SUPPORTED = hasattr(torch.library, "custom_op") and hasattr(torch.library, "get_ctx")
-
 
 @dataclasses.dataclass(frozen=True)
 class PackedLayout:
@@ -46,46 +38,42 @@ class PackedLayout:
     batch: int
     seq: int | None
 
-    @property
-    def total_tokens(self) -> int:
-        return int(self.indices.shape[0])
+
+@torch.library.custom_op(
+    "roberta_torch::valid_token_indices", mutates_args=(), schema="(Tensor mask) -> Tensor"
+)
+def valid_token_indices(mask: torch.Tensor) -> torch.Tensor:
+    """(batch, seq) bool -> (total_tokens,) int64 flat positions of the True entries."""
+    return torch.nonzero(mask.reshape(-1), as_tuple=False).flatten()
 
 
-if COMPILED_PACKING_SUPPORTED:
+@valid_token_indices.register_fake
+def _valid_token_indices_fake(mask):
+    total = _new_dynamic_size(torch.library.get_ctx(), mask.numel())
+    return mask.new_empty((total,), dtype=torch.int64)
 
-    @torch.library.custom_op(
-        "roberta_torch::valid_token_indices", mutates_args=(), schema="(Tensor mask) -> Tensor"
-    )
-    def valid_token_indices(mask: torch.Tensor) -> torch.Tensor:
-        """(batch, seq) bool -> (total_tokens,) int64 flat positions of the True entries."""
-        return torch.nonzero(mask.reshape(-1), as_tuple=False).flatten()
 
-    @valid_token_indices.register_fake
-    def _valid_token_indices_fake(mask):
-        total = _new_dynamic_size(torch.library.get_ctx(), mask.numel())
-        return mask.new_empty((total,), dtype=torch.int64)
+def _new_dynamic_size(ctx, upper_bound):
+    """An unbacked symbolic size in [0, upper_bound]: known only at run time.
 
-    def _new_dynamic_size(ctx, upper_bound):
-        """An unbacked symbolic size in [0, upper_bound]: known only at run time.
+    `ctx.new_dynamic_size()` refuses outside `fullgraph=True` unless the global
+    `torch._dynamo.config.capture_dynamic_output_shape_ops` is set, and dynamo would break
+    the graph there. The count of valid tokens is always a valid size, so (as torch's own
+    device-mesh ops do) we create the unbacked size on the shape environment directly.
+    """
+    if not isinstance(upper_bound, int):
+        upper_bound = None  # a symbolic bound (dynamic shapes) cannot be a range limit
+    try:
+        total = ctx.new_dynamic_size(min=0, max=upper_bound)
+    except Exception:  # DynamicOutputShapeException (no public name); see docstring
+        shape_env = getattr(ctx, "_shape_env", None)
+        if shape_env is None:
+            raise
+        from torch.fx.experimental.symbolic_shapes import _constrain_range_for_size
 
-        `ctx.new_dynamic_size()` refuses outside `fullgraph=True` unless the global
-        `torch._dynamo.config.capture_dynamic_output_shape_ops` is set, and dynamo would break
-        the graph there. The count of valid tokens is always a valid size, so (as torch's own
-        device-mesh ops do) we create the unbacked size on the shape environment directly.
-        """
-        if not isinstance(upper_bound, int):
-            upper_bound = None  # a symbolic bound (dynamic shapes) cannot be a range limit
-        try:
-            total = ctx.new_dynamic_size(min=0, max=upper_bound)
-        except Exception:  # DynamicOutputShapeException (no public name); see docstring
-            shape_env = getattr(ctx, "_shape_env", None)
-            if shape_env is None:
-                raise
-            from torch.fx.experimental.symbolic_shapes import _constrain_range_for_size
-
-            total = shape_env.create_unbacked_symint()
-            _constrain_range_for_size(total, min=0, max=upper_bound)
-        return total
+        total = shape_env.create_unbacked_symint()
+        _constrain_range_for_size(total, min=0, max=upper_bound)
+    return total
 
 
 def cumulative_lengths(lengths: torch.Tensor) -> torch.Tensor:
@@ -137,7 +125,13 @@ def layout_of_packed_input(
 
 
 def packed_positions(cu_seqlens: torch.Tensor, total_tokens: int) -> torch.Tensor:
-    """(total_tokens,) int64 position of each packed token inside its own sequence (0, 1, ...).
+    """(total_tokens,) int64 position of each packed token inside its own sequence (0, 1, ...)."""
+    return sequences_and_positions(cu_seqlens, total_tokens)[1]
+
+
+def sequences_and_positions(cu_seqlens: torch.Tensor, total_tokens) -> tuple:
+    """((total_tokens,), (total_tokens,)) int64: the sequence each packed token belongs to,
+    and its position inside it. Device ops only (`total_tokens` may be symbolic).
 
     Token t belongs to the last sequence b with cu_seqlens[b] <= t (empty sequences share a
     start with the next one, and `right=True` skips past them).
@@ -145,7 +139,7 @@ def packed_positions(cu_seqlens: torch.Tensor, total_tokens: int) -> torch.Tenso
     cu = cu_seqlens.long()
     tokens = torch.arange(total_tokens, device=cu_seqlens.device, dtype=torch.int64)
     sequence = torch.searchsorted(cu, tokens, right=True) - 1
-    return tokens - cu[sequence]
+    return sequence, tokens - cu[sequence]
 
 
 def unpad(hidden: torch.Tensor, layout: PackedLayout) -> torch.Tensor:

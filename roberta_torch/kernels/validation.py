@@ -12,6 +12,8 @@ import sys
 
 import torch
 
+from ..tracing import is_compiling
+
 SUPPORTED_HEAD_DIMS = (32, 64, 80, 96, 128)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
 # float32 runs only under the Triton interpreter (CPU tensors), for tight tests; on a GPU
@@ -114,7 +116,7 @@ def check_index_tensor(function_name, name, tensor, device, expected_shape, int3
 def should_check_values(validate_lengths):
     # Value checks read device memory (a host sync) and cannot be traced; under
     # torch.compile the kernels' own clamping keeps memory accesses in bounds.
-    return validate_lengths and not torch.compiler.is_compiling()
+    return validate_lengths and not is_compiling()
 
 
 def check_key_padding_mask(function_name, mask, batch, seqlen, device, key_lengths):

@@ -40,17 +40,6 @@ def test_requested_backend_from_argument_and_default(default_backend):
         attention.requested_backend("flash")
 
 
-def test_environment_variable_is_read_once_at_import():
-    from helpers.subprocesses import run_python
-
-    script = (
-        "import os, roberta_torch.attention as a; print(a.default_backend());"
-        "os.environ['ROBERTA_TORCH_ATTENTION'] = 'triton'; print(a.requested_backend())"
-    )
-    assert run_python(script, {"ROBERTA_TORCH_ATTENTION": "sdpa"}).split() == ["sdpa", "sdpa"]
-    assert run_python(script, {"ROBERTA_TORCH_ATTENTION": "flash"}).split() == ["auto", "auto"]
-
-
 def test_auto_never_picks_triton_on_cpu(default_backend):
     default_backend("auto")
     q = torch.randn(1, 4, 2, 32, dtype=torch.bfloat16)
