@@ -63,6 +63,7 @@ class RobertaMaskedLM(Task):
     keras_head_groups = heads.KERAS_MASKED_LM_GROUPS
     transformers_architecture = "RobertaForMaskedLM"
     transformers_head_table = heads.TRANSFORMERS_MASKED_LM_TABLE
+    transformers_tied = heads.TRANSFORMERS_MASKED_LM_TIED
 
     def __init__(self, backbone):
         super().__init__(backbone)

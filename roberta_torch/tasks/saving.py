@@ -23,7 +23,8 @@ import pathlib
 
 import torch
 
-from ..presets import files, keras_format, saving, tokenizer_files, transformers_format
+from ..presets import files, keras_format, names, saving, tokenizer_files, transformers_format
+from ..presets.preset import open_preset
 from ..presets.mapping import source_tensors_from_state_dict, table_rows
 from ..tokenizers import Tokenizer
 
@@ -90,7 +91,7 @@ def _save_keras(task, directory: pathlib.Path) -> None:
             ("preprocessor", preprocessor["config"]["name"]),
             ("preprocessor/tokenizer", preprocessor["config"]["tokenizer"]["config"]["name"]),
         ]
-    keras_format.write_weights(directory / files.KERAS_TASK_WEIGHTS_FILE, tensors, groups)
+    keras_format.write_weights(directory / names.KERAS_TASK_WEIGHTS_FILE, tensors, groups)
     task_config = {
         "module": task.keras_module,
         "class_name": task.keras_class_name,
@@ -102,16 +103,21 @@ def _save_keras(task, directory: pathlib.Path) -> None:
         },
         "registered_name": f"keras_hub>{task.keras_class_name}",
     }
-    files.write_json(directory / files.KERAS_TASK_FILE, task_config)
+    files.write_json(directory / names.KERAS_TASK_FILE, task_config)
 
 
-def _source_tokenizer(task):
-    """The tokenizer of the preset the task was loaded from, or None (no preset, or none
-    that can be saved as keras_hub's)."""
-    if task.preset is None:
+def _source_preset(task):
+    """The preset the task was loaded from, opened again from its source, or None."""
+    source = getattr(task, "preset_source", None)
+    return None if source is None else open_preset(source, require_config=False)
+
+
+def _source_tokenizer(preset):
+    """The tokenizer of `preset`, or None (no preset, or none that can be saved as keras_hub's)."""
+    if preset is None:
         return None
     try:
-        return Tokenizer.from_preset(task.preset)
+        return Tokenizer.from_preset(preset)
     except FileNotFoundError:
         return None
 
@@ -119,7 +125,8 @@ def _source_tokenizer(task):
 def _save_keras_preprocessor(task, directory: pathlib.Path) -> dict | None:
     """Save the source preset's tokenizer (the tokenizer writes its own files) and this task's
     preprocessor.json; returns the preprocessor config (embedded in task.json), or None."""
-    tokenizer = _source_tokenizer(task)
+    preset = _source_preset(task)
+    tokenizer = _source_tokenizer(preset)
     if tokenizer is None:
         return None
     try:
@@ -128,7 +135,7 @@ def _save_keras_preprocessor(task, directory: pathlib.Path) -> dict | None:
         logger.warning("The tokenizer was not written with the task: %s", error)
         return None
     sequence_length = min(512, task.backbone.max_sequence_length)
-    saved = (task.preset.json(files.KERAS_PREPROCESSOR_FILE) or {}).get("config")
+    saved = preset.loader.preprocessor_config()
     if isinstance(saved, dict) and isinstance(saved.get("sequence_length"), int):
         sequence_length = saved["sequence_length"]
     module, class_name = task.keras_preprocessor
@@ -139,7 +146,7 @@ def _save_keras_preprocessor(task, directory: pathlib.Path) -> dict | None:
     if task.task_kind == "masked_lm":
         settings.update(mask_selection_rate=0.15, mask_selection_length=96, mask_token_rate=0.8, random_token_rate=0.1)
     preprocessor = tokenizer_files.keras_preprocessor_config(tokenizer, module, class_name, name, settings)
-    files.write_json(directory / files.KERAS_PREPROCESSOR_FILE, preprocessor)
+    files.write_json(directory / names.KERAS_PREPROCESSOR_FILE, preprocessor)
     return preprocessor
 
 
