@@ -58,7 +58,7 @@ def loader_for(preset, *, require_config: bool = True) -> PresetLoader:
         # one) plus modules.json; no other format has one.
         modules = preset.json(names.ST_MODULES_FILE, expect=None)
         if modules is not None:
-            path = transformer_path(modules).strip("/")
+            path = transformer_path(modules).rstrip("/")  # an absolute path is refused by subpreset
             if path:
                 encoder = preset.subpreset(path).loader
             else:

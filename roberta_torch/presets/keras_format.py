@@ -465,7 +465,7 @@ class KerasLoader(PresetLoader):
         head_config = {k: v for k, v in config.items() if k not in _KERAS_NON_HEAD_KEYS}
         return StoredTask(by_name[class_name], head_config, f"{names.KERAS_TASK_FILE} ({class_name})")
 
-    def read_task_tensors(self, task_cls, backbone_config: dict) -> TaskTensors:
+    def read_task_tensors(self, task_cls) -> TaskTensors:
         weights = weight_files(self.preset)
         task_file = self.preset.file(names.KERAS_TASK_WEIGHTS_FILE)
         if task_file is None:
@@ -476,12 +476,14 @@ class KerasLoader(PresetLoader):
         source = dict(read_source_tensors(weights))
         for key, tensor in read_source_tensors([task_file]).items():
             source[TASK_SOURCE_PREFIX + key] = tensor
+        return TaskTensors(
+            source, ", ".join(str(f) for f in [*weights[:2], task_file]),
+            ignored_prefixes=(TASK_SOURCE_PREFIX + "optimizer/",),  # keras's compile state
+        )
+
+    def task_rows(self, task_cls, backbone_config: dict) -> list[Row]:
         rows = [
             Row(row.source_key, "backbone." + row.model_key, row.transform, row.part, row.parts, row.add)
             for row in conversion_rows(backbone_config)
         ]
-        rows += table_rows(task_cls.keras_head_table, source_prefix=TASK_SOURCE_PREFIX)
-        return TaskTensors(
-            rows, source, ", ".join(str(f) for f in [*weights[:2], task_file]),
-            ignored_prefixes=(TASK_SOURCE_PREFIX + "optimizer/",),  # keras's compile state
-        )
+        return rows + table_rows(task_cls.keras_head_table, source_prefix=TASK_SOURCE_PREFIX)

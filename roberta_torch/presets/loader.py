@@ -9,8 +9,8 @@ in the manner of keras_hub's PresetLoader / KerasPresetLoader / TransformersPres
                  read_backbone_tensors(), conversion_rows(), table_dims(), source_record();
                  load_backbone(backbone_cls, load_weights, **kwargs) builds the model
     task         stored_task(task classes) -> StoredTask (what head the preset holds);
-                 read_task_tensors(task class, backbone config) -> TaskTensors (rows,
-                 source tensors, ...) for one strict pass
+                 read_task_tensors(task class) -> TaskTensors (source tensors, headers
+                 only), then task_rows(task class, backbone config) for one strict pass
     tokenizer    tokenizer_spec() -> tokenizer_files.TokenizerSpec; preprocessor_config()
     embedder     encoder() (the preset holding the encoder and its tokenizer),
                  embedding_config(builtin name), bge_m3_heads(hidden_dim)
@@ -53,11 +53,10 @@ class StoredTask:
 
 @dataclasses.dataclass
 class TaskTensors:
-    """Everything a task model's strict one-pass load needs: table rows (model keys relative
-    to the task module), the source tensors (headers only), source key prefixes that are not
-    weights, tensors tied to others (checked equal, not loaded), and the files, for messages."""
+    """The tensors of a task preset: the source tensors (headers only), the files (for
+    messages), source key prefixes that are not weights, and tensors tied to others (source
+    key -> model key: checked equal, not loaded)."""
 
-    rows: list
     source: dict
     description: str
     ignored_prefixes: tuple = ()
@@ -150,9 +149,13 @@ class PresetLoader:
         """The task head the preset stores (`classes`: the task classes to pick from)."""
         return StoredTask(None, {}, "a backbone preset")
 
-    def read_task_tensors(self, task_cls, backbone_config: dict) -> TaskTensors:
-        """The rows (model keys relative to the task module) and source tensors of the task
-        head this preset stores (see stored_task), with its backbone's."""
+    def read_task_tensors(self, task_cls) -> TaskTensors:
+        """The source tensors of the task head this preset stores (see stored_task), with
+        its backbone's (headers only: the structure is checked before any row is built)."""
+        raise ValueError(f"{self.preset.handle!r} ({self.NAME} format) stores no task head.")
+
+    def task_rows(self, task_cls, backbone_config: dict) -> list[Row]:
+        """The conversion rows of `task_cls` (model keys relative to the task module)."""
         raise ValueError(f"{self.preset.handle!r} ({self.NAME} format) stores no task head.")
 
     # -- tokenizer and preprocessor ---------------------------------------------------------------

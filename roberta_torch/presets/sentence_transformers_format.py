@@ -38,7 +38,8 @@ MODULE_TYPES = {
 
 def module_file(path: str, name: str) -> str:
     """A file of the module at `path` (modules.json's "path"; "" is the directory itself)."""
-    return f"{path.strip('/')}/{name}" if path.strip("/") else name
+    path = path.rstrip("/")  # a leading "/" stays: an absolute path is refused by Preset.file
+    return f"{path}/{name}" if path else name
 
 
 def transformer_path(modules) -> str:
@@ -95,8 +96,11 @@ class SentenceTransformersLoader(PresetLoader):
     def stored_task(self, classes):
         return self.encoder_loader.stored_task(classes)
 
-    def read_task_tensors(self, task_cls, backbone_config):
-        return self.encoder_loader.read_task_tensors(task_cls, backbone_config)
+    def read_task_tensors(self, task_cls):
+        return self.encoder_loader.read_task_tensors(task_cls)
+
+    def task_rows(self, task_cls, backbone_config):
+        return self.encoder_loader.task_rows(task_cls, backbone_config)
 
     def source_record(self, source, dims):
         return self.encoder_loader.source_record(source, dims)

@@ -672,15 +672,17 @@ class TransformersLoader(PresetLoader):
                 )
         return StoredTask(None, {}, "a backbone checkpoint")
 
-    def read_task_tensors(self, task_cls, backbone_config: dict) -> TaskTensors:
+    def read_task_tensors(self, task_cls) -> TaskTensors:
         source, description = self.read_backbone_tensors()
+        ignored = tuple(p for p in IGNORED_PREFIXES if p.startswith("embeddings."))
+        return TaskTensors(dict(source), description, ignored, dict(task_cls.transformers_tied))
+
+    def task_rows(self, task_cls, backbone_config: dict) -> list[Row]:
         rows = [
-            dataclasses.replace(row, model_key="backbone." + row.model_key)
+            Row(row.source_key, "backbone." + row.model_key, row.transform, row.part, row.parts, row.add)
             for row in conversion_rows(backbone_config)
         ]
-        rows += table_rows(task_cls.transformers_head_table)
-        ignored = tuple(p for p in IGNORED_PREFIXES if p.startswith("embeddings."))
-        return TaskTensors(rows, dict(source), description, ignored, dict(task_cls.transformers_tied))
+        return rows + table_rows(task_cls.transformers_head_table)
 
     # -- embedder -------------------------------------------------------------------------------
 

@@ -116,13 +116,13 @@ def task_from_preset(cls, preset, classes, load_weights: bool = True, *, allow_p
 def _load_task_weights(loader, task_cls, config: dict, dims: dict, head_config: dict):
     """Backbone and stored head in one strict pass, the structure checked before building."""
     device = config.pop("device", None)
-    tensors = loader.read_task_tensors(task_cls, config)
+    tensors = loader.read_task_tensors(task_cls)
     loading.check_structure(loader, config, tensors.source)
     model = task_cls(task_cls.backbone_cls(**config, device="meta"), **head_config)
     dims = loader.table_dims(config, dims)
     source = {k: v for k, v in tensors.source.items() if k not in tensors.tied}
     state_dict = assemble_state_dict(
-        tensors.rows, source, dict(model.state_dict()), dims, ignored_prefixes=tensors.ignored_prefixes,
+        loader.task_rows(task_cls, config), source, dict(model.state_dict()), dims, ignored_prefixes=tensors.ignored_prefixes,
         description=tensors.description, device=device,
     )
     for key, model_key in tensors.tied.items():  # tied in the model: must equal what it is tied to

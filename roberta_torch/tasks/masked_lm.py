@@ -68,9 +68,10 @@ class RobertaMaskedLM(Task):
     def __init__(self, backbone):
         super().__init__(backbone)
         weight = backbone.token_embedding.weight
-        self.lm_head = heads.MaskedLMHead(backbone.hidden_dim, backbone.vocabulary_size)
+        with torch.device(weight.device):  # on meta when loading weights: nothing initialized
+            self.lm_head = heads.MaskedLMHead(backbone.hidden_dim, backbone.vocabulary_size)
         heads.init_head_linear_(self.lm_head.dense)
-        self.lm_head.to(device=weight.device, dtype=backbone.dtype_policy.variable_dtype)
+        self.lm_head.to(dtype=backbone.dtype_policy.variable_dtype)
 
     def head_config(self) -> dict:
         return {}

@@ -314,3 +314,21 @@ def test_task_heads_plug_in_as_rows_and_config(tmp_path, caplog):
         expected = head["out_proj"](torch.tanh(head["dense"](first)))
         logits = hf.eval()(input_ids=token_ids, attention_mask=mask).logits
     assert max_relative_error(logits.numpy(), expected.numpy(), np.ones(logits.shape[:1])) < TOLERANCE
+
+
+def test_our_exports_load_without_calling_the_pooler_a_task_head(tmp_path, caplog):
+    """RobertaModel's pooler is no task head: loading our own transformers and
+    sentence-transformers exports keeps it (to write it back) and says what it is (issue 22 N3)."""
+    ours = our_model("roberta")
+    ours.save_to_preset(tmp_path / "hf", format="transformers")
+    embedder = roberta_torch.TextEmbedder.from_preset("roberta_tiny_random")
+    embedder.save_to_preset(tmp_path / "st")
+    with caplog.at_level(logging.INFO, logger="roberta_torch"):
+        again = roberta_torch.Backbone.from_preset(tmp_path / "hf")
+        roberta_torch.TextEmbedder.from_preset(str(tmp_path / "st"))
+    assert "task-head" not in caplog.text
+    assert "Kept transformers' pooler" in caplog.text and "tanh" in caplog.text
+    assert set(again.transformers_source.pooler) == {"pooler.dense.weight", "pooler.dense.bias"}
+    again.save_to_preset(tmp_path / "again", format="transformers")
+    first, second = read_all(tmp_path / "hf"), read_all(tmp_path / "again")
+    assert all(torch.equal(first[k], second[k]) for k in first)
