@@ -416,6 +416,39 @@ def save(model, directory: pathlib.Path) -> None:
     files.write_json(directory / names.KERAS_METADATA_FILE, keras_metadata(model))
 
 
+# keras_hub compiles every task with Adam(5e-5); task.weights.h5 carries its two scalars.
+_KERAS_OPTIMIZER = {"optimizer/vars/0": (0, torch.int32), "optimizer/vars/1": (5e-5, torch.float32)}
+
+
+def write_task(task, directory: pathlib.Path, head_config: dict, preprocessor: dict | None) -> None:
+    """task.weights.h5 and task.json of a task model, exactly as keras-hub 0.32 writes them
+    (the backbone's files are written by `save`; `preprocessor`: the preprocessor config
+    saved beside it, or None). The head tensors come from the task's keras_head_table, the
+    table its loader reads, applied backwards."""
+    rows = table_rows(task.keras_head_table)
+    tensors = source_tensors_from_state_dict(rows, task.state_dict(), {})
+    tensors.update({key: torch.tensor(value, dtype=dtype) for key, (value, dtype) in _KERAS_OPTIMIZER.items()})
+    groups = [("", task.keras_config_name), *task.keras_head_groups, ("optimizer", "adam")]
+    if preprocessor is not None:
+        groups += [
+            ("preprocessor", preprocessor["config"]["name"]),
+            ("preprocessor/tokenizer", preprocessor["config"]["tokenizer"]["config"]["name"]),
+        ]
+    write_weights(directory / names.KERAS_TASK_WEIGHTS_FILE, tensors, groups)
+    task_config = {
+        "module": task.keras_module,
+        "class_name": task.keras_class_name,
+        "config": {
+            "backbone": keras_config(task.backbone),
+            "preprocessor": preprocessor,
+            "name": task.keras_config_name,
+            **head_config,
+        },
+        "registered_name": f"keras_hub>{task.keras_class_name}",
+    }
+    files.write_json(directory / names.KERAS_TASK_FILE, task_config)
+
+
 # -- the loader ---------------------------------------------------------------------------------
 
 
