@@ -23,7 +23,6 @@ KERAS_VOCABULARY_SPM = KERAS_TOKENIZER_ASSETS + "/vocabulary.spm"
 # -- transformers checkpoints (save_pretrained) -------------------------------------------------
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
-SAFETENSORS_SHARD = "model-{index:05d}-of-{count:05d}.safetensors"
 PICKLE_FILE = "pytorch_model.bin"
 PICKLE_INDEX = "pytorch_model.bin.index.json"
 HF_TOKENIZER_FILE = "tokenizer.json"  # the same name as Keras's, another content
