@@ -177,7 +177,7 @@ class RobertaBackbone(FollowsParameterDtype, Backbone):
         initializing).
       name, trainable: Keras's layer config entries (trainable=False freezes the parameters).
 
-    Attributes beyond the constructor's: `config` (the `BackboneConfig`), and
+    Attributes beyond the constructor's: `backbone_config` (the validated `BackboneConfig`), and
     `transformers_source`: what writing back to a transformers checkpoint needs beyond the
     state dict (a `presets.transformers_format.TransformersSource` when the weights came from
     one, else None; set by every preset loader, not in the state dict, not moved by `.to()`).
@@ -209,7 +209,8 @@ class RobertaBackbone(FollowsParameterDtype, Backbone):
         config = BackboneConfig(
             vocabulary_size, num_layers, num_heads, hidden_dim, intermediate_dim, dropout, max_sequence_length
         )
-        self.config = config
+        # Not `config`: that name stays free for what PEFT and transformers' tools read (issue 20).
+        self.backbone_config = config
         self.name = self.keras_config_name if name is None else name
         self.dtype_policy = dtype  # no parameters yet: nothing to cast
         self.padding_free = padding_free
@@ -257,13 +258,13 @@ class RobertaBackbone(FollowsParameterDtype, Backbone):
 
     # -- properties ---------------------------------------------------------------------------
 
-    vocabulary_size = property(lambda self: self.config.vocabulary_size)
-    num_layers = property(lambda self: self.config.num_layers)
-    num_heads = property(lambda self: self.config.num_heads)
-    hidden_dim = property(lambda self: self.config.hidden_dim)
-    intermediate_dim = property(lambda self: self.config.intermediate_dim)
-    max_sequence_length = property(lambda self: self.config.max_sequence_length)
-    dropout = property(lambda self: self.config.dropout)
+    vocabulary_size = property(lambda self: self.backbone_config.vocabulary_size)
+    num_layers = property(lambda self: self.backbone_config.num_layers)
+    num_heads = property(lambda self: self.backbone_config.num_heads)
+    hidden_dim = property(lambda self: self.backbone_config.hidden_dim)
+    intermediate_dim = property(lambda self: self.backbone_config.intermediate_dim)
+    max_sequence_length = property(lambda self: self.backbone_config.max_sequence_length)
+    dropout = property(lambda self: self.backbone_config.dropout)
 
     @property
     def padding_free(self):
@@ -290,7 +291,7 @@ class RobertaBackbone(FollowsParameterDtype, Backbone):
 
     def get_config(self) -> dict:
         """keras_hub's config: the constructor arguments and the dtype policy in force."""
-        return {**self.config.to_dict(), "dtype": self.dtype_policy.name}
+        return {**self.backbone_config.to_dict(), "dtype": self.dtype_policy.name}
 
     @classmethod
     def from_config(cls, config: dict) -> "RobertaBackbone":
