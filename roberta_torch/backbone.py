@@ -76,10 +76,11 @@ def _output(x: torch.Tensor, hidden_states: list | None):
 
 
 class Backbone(nn.Module):
-    """Base class: config round trip, presets, dtype policy plumbing.
+    """Base class: the config round trip and presets (`from_preset` asks the preset's format
+    loader to build the class the preset names; `save_to_preset` writes a format).
 
-    Subclasses register themselves by their Keras class name, so a preset picks its class
-    by name (the presets package imports no model class).
+    Subclasses register themselves by their Keras class name (config.BACKBONE_CLASSES), so a
+    preset picks its class by name (the presets package imports no model class).
     """
 
     keras_class_name = "Backbone"
