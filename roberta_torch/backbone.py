@@ -1,44 +1,43 @@
-"""RobertaBackbone and XLMRobertaBackbone: keras_hub's backbones as torch.nn.Modules."""
+"""RobertaBackbone and XLMRobertaBackbone: keras_hub's backbones as torch.nn.Modules.
+
+This module holds the modules and their forward paths. The rest of a backbone's jobs live
+next to it: hyper-parameters and their validation (config.py), the memory check (memory.py),
+dtype policies following the parameters (dtype_policy.py), the padded vs padding-free choice
+(execution_plan.py), presets (presets/: `from_preset` asks the preset's format loader).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import numbers
 from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from . import attention
-from .dtype_policy import DTypePolicy, get_dtype_policy, policy_after_cast
+from . import attention, execution_plan
+from .config import BACKBONE_CLASSES, BackboneConfig
+from .dtype_policy import FollowsParameterDtype
 from .inputs import (
-    is_compiling,
-    is_exporting,
     is_packed_input,
     merge_call_arguments,
     prepare_inputs,
     prepare_packed_inputs,
     prepare_position_ids,
 )
-from .presets import loading, registry, saving
-from .presets.preset import Preset, open_preset
 from .layers import LAYER_NORM_EPSILON, LayerNorm32, TransformerEncoderLayer, init_kernel_
-from .padding import (
-    layout_of_packed_input,
-    pad,
-    packed_layout,
-    packed_positions,
-    unpad,
-)
+from .memory import check_fits_in_memory
+from .tracing import is_compiling
+from .padding import layout_of_packed_input, pad, packed_layout, packed_positions, unpad
+from .presets import registry, saving
+from .presets.preset import Preset, open_preset
 
 logger = logging.getLogger(__name__)
 
-PADDING_FREE_CHOICES = ("auto", True, False)
-# With "auto", a batch runs padding-free when at least this fraction of it is padding:
-# below it, the gather/scatter and per-sequence attention cost more than they save.
-PADDING_FREE_MIN_PADDING_FRACTION = 0.1
+# Kept here too: the embedder and users import them from the backbone.
+PADDING_FREE_CHOICES = execution_plan.PADDING_FREE_CHOICES
+PADDING_FREE_MIN_PADDING_FRACTION = execution_plan.PADDING_FREE_MIN_PADDING_FRACTION
 
 # Keras config keys other than the constructor arguments; accepted and not used.
 _KERAS_LAYER_KEYS = ("name", "trainable")
@@ -58,20 +57,6 @@ class BackboneOutput(NamedTuple):
     hidden_states: tuple
 
 
-def padding_statistics(padding_mask: torch.Tensor, count_left_padded: bool) -> tuple[int, int]:
-    """(valid tokens, left-padded rows) of a (B, T) bool mask, in one host sync.
-
-    A row is left-padded when it starts with padding but has a valid token later. Counting
-    those rides on the sync the execution plan needs anyway; `count_left_padded=False`
-    skips it (reported as 0).
-    """
-    if not count_left_padded:
-        return int(padding_mask.sum()), 0
-    left_padded = ~padding_mask[:, 0] & padding_mask.any(dim=1)  # (B,)
-    num_valid, num_left_padded = torch.stack((padding_mask.sum(), left_padded.sum())).tolist()
-    return num_valid, num_left_padded
-
-
 class _ClassProperty:
     """A read-only property on the class itself (Keras's `Backbone.presets`)."""
 
@@ -83,32 +68,6 @@ class _ClassProperty:
         return self.fget(owner)
 
 
-def _check_positive_int(value, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{argument}` must be a positive int; got {type(value).__name__} ({value!r}).")
-    if value <= 0:
-        raise ValueError(f"`{argument}` must be a positive int; got {value}.")
-    return int(value)
-
-
-def _check_fits_in_memory(config: dict, dtype: torch.dtype, device) -> None:
-    """Refuse, before allocating, a CPU model whose parameters exceed this machine's memory
-    (a hostile or mistyped config must not ask the allocator for terabytes)."""
-    target = torch.device(device) if device is not None else torch.get_default_device()
-    if target.type != "cpu":
-        return  # meta costs nothing; accelerators report their own out-of-memory quickly
-    limit = loading.available_memory_bytes()
-    parameters = registry.count_parameters(config)
-    needed = parameters * torch.empty((), dtype=dtype).element_size()
-    if limit is not None and needed > limit:
-        raise ValueError(
-            f"This configuration has {parameters:,} parameters "
-            f"({needed / 2**30:,.1f} GiB in {dtype}), more than this machine's memory "
-            f"({limit / 2**30:,.1f} GiB). Check num_layers, hidden_dim, intermediate_dim, vocabulary_size "
-            "and max_sequence_length, or build it on device='meta'."
-        )
-
-
 def _output(x: torch.Tensor, hidden_states: list | None):
     """A plain call returns the sequence output; with output_hidden_states a BackboneOutput."""
     if hidden_states is None:
@@ -117,21 +76,22 @@ def _output(x: torch.Tensor, hidden_states: list | None):
 
 
 class Backbone(nn.Module):
-    """Base class: config round trip, presets, dtype policy plumbing.
+    """Base class: the config round trip and presets (`from_preset` asks the preset's format
+    loader to build the class the preset names; `save_to_preset` writes a format).
 
-    Subclasses register themselves by their Keras class name, so a preset picks its class
-    by name (the presets package imports no model class).
+    Subclasses register themselves by their Keras class name (config.BACKBONE_CLASSES), so a
+    preset picks its class by name (the presets package imports no model class).
     """
 
     keras_class_name = "Backbone"
     keras_module = "keras_hub.src.models.backbone"
     keras_config_name = "backbone"
-    _classes: dict = {}
+    _classes: dict = BACKBONE_CLASSES  # Keras class name -> class (config.BACKBONE_CLASSES)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "keras_class_name" in cls.__dict__:  # a class of its own, not a user's subclass
-            Backbone._classes[cls.keras_class_name] = cls
+            BACKBONE_CLASSES[cls.keras_class_name] = cls
 
     @classmethod
     def class_for_preset(cls, class_name: str, preset) -> type:
@@ -158,10 +118,10 @@ class Backbone(nn.Module):
         return registry.presets_for_classes(names)
 
     @classmethod
-    def from_preset(cls, preset, load_weights: bool = True, **kwargs) -> "Backbone":
+    def from_preset(cls, preset, load_weights: bool = True, *, allow_pickle: bool = False, **kwargs) -> "Backbone":
         """Build the backbone a preset describes: a builtin name, `kaggle://...`,
-        `hf://...`, a local directory (Keras preset, transformers checkpoint, or our
-        safetensors export), or an already opened `Preset`.
+        `hf://...`, a local directory (Keras preset, transformers checkpoint, our safetensors
+        export, or a sentence-transformers directory), or an already opened `Preset`.
 
         `kwargs` override the stored config (dtype, dropout, padding_free, device, ...).
         Keras presets load in float32 unless `dtype=` is given, as in keras_hub.
@@ -169,28 +129,15 @@ class Backbone(nn.Module):
         `torch.load(weights_only=True)`). The model comes back in eval mode, like
         transformers' `from_pretrained`; call `.train()` to fine-tune.
         """
-        allow_pickle = kwargs.pop("allow_pickle", False)
-        if not isinstance(allow_pickle, bool):
-            raise TypeError(f"`allow_pickle` must be a bool; got {type(allow_pickle).__name__} ({allow_pickle!r}).")
         if not isinstance(load_weights, bool):
             raise TypeError(f"`load_weights` must be a bool; got {type(load_weights).__name__} ({load_weights!r}).")
         builtin = registry.builtin_architecture(preset)
-        if not load_weights and builtin is not None:
-            # The architecture of a builtin is known: no download.
+        if not load_weights and builtin is not None:  # a builtin's architecture is known: no download
             class_name, config = builtin
             return cls.class_for_preset(class_name, preset)(**{**config, **kwargs}).eval()
-
-        preset = open_preset(preset, allow_pickle=allow_pickle)
-        backbone_cls = cls.class_for_preset(preset.class_name, preset)
-        _, stored, dims = preset.parse(kwargs)
-        config = {**stored, **kwargs}
-        if not load_weights:
-            return backbone_cls(**config).eval()
-        device = config.pop("device", None)
-        source, description = loading.read_weights_header(preset, config)
-        model = backbone_cls(**config, device="meta")
-        loading.load_backbone_weights(model, preset, config, dims, source, description, device=device)
-        return model.eval()
+        loader = open_preset(preset, allow_pickle=allow_pickle).loader
+        backbone_cls = cls.class_for_preset(loader.backbone_class_name(), loader.preset)
+        return loader.load_backbone(backbone_cls, load_weights, **kwargs)
 
     def save_to_preset(
         self, directory, format: str = "keras", *, overwrite: bool = False, max_shard_size=None
@@ -210,7 +157,7 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
 
-class RobertaBackbone(Backbone):
+class RobertaBackbone(FollowsParameterDtype, Backbone):
     """RoBERTa encoder, numerically keras_hub's `RobertaBackbone`.
 
     Call it on `{"token_ids": (batch, seq) ints, "padding_mask": (batch, seq) 0/1}` (torch
@@ -219,7 +166,7 @@ class RobertaBackbone(Backbone):
     device (a `BackboneOutput` with every hidden state when `output_hidden_states=True`).
     The policy follows torch casts (`.half()`, `.to(torch.bfloat16)`, `.double()`, ...).
 
-    Extra keyword arguments (not Keras's):
+    Keyword arguments beyond Keras's:
       padding_free: "auto" (default), True or False. Padding-free execution packs the valid
         tokens so dense layers skip padding; "auto" uses it when at least 10% of the batch
         is padding (inside torch.compile: whenever a mask is given, as the padding fraction is
@@ -227,7 +174,14 @@ class RobertaBackbone(Backbone):
         that path and Keras's (meaningless but finite) values on the padded path.
       attention_backend: "auto" (default), "triton" or "sdpa" (see roberta_torch.attention).
       gradient_checkpointing: recompute each layer in backward (non-reentrant) to save memory.
-      device: where to create the parameters (e.g. "meta" to build without allocating).
+      device: where to create the parameters (e.g. "meta" to build without allocating or
+        initializing).
+      name, trainable: Keras's layer config entries (trainable=False freezes the parameters).
+
+    Attributes beyond the constructor's: `backbone_config` (the validated `BackboneConfig`), and
+    `transformers_source`: what writing back to a transformers checkpoint needs beyond the
+    state dict (a `presets.transformers_format.TransformersSource` when the weights came from
+    one, else None; set by every preset loader, not in the state dict, not moved by `.to()`).
     """
 
     keras_class_name = "RobertaBackbone"
@@ -244,62 +198,74 @@ class RobertaBackbone(Backbone):
         dropout: float = 0.1,
         max_sequence_length: int = 512,
         dtype=None,
-        **kwargs,
+        *,
+        padding_free="auto",
+        attention_backend: str | None = None,
+        gradient_checkpointing: bool = False,
+        device=None,
+        name: str | None = None,
+        trainable: bool = True,
     ):
         super().__init__()
-        padding_free = kwargs.pop("padding_free", "auto")
-        attention_backend = kwargs.pop("attention_backend", None)
-        gradient_checkpointing = kwargs.pop("gradient_checkpointing", False)
-        device = kwargs.pop("device", None)
-        self.name = kwargs.pop("name", self.keras_config_name)
-        trainable = kwargs.pop("trainable", True)
-        if kwargs:
-            raise TypeError(
-                f"{type(self).__name__} got unexpected keyword arguments {sorted(kwargs)}; "
-                "allowed extras: padding_free, attention_backend, gradient_checkpointing, "
-                "device, name, trainable."
-            )
-
-        self.vocabulary_size = _check_positive_int(vocabulary_size, "vocabulary_size")
-        self.num_layers = _check_positive_int(num_layers, "num_layers")
-        self.num_heads = _check_positive_int(num_heads, "num_heads")
-        self.hidden_dim = _check_positive_int(hidden_dim, "hidden_dim")
-        self.intermediate_dim = _check_positive_int(intermediate_dim, "intermediate_dim")
-        self.max_sequence_length = _check_positive_int(max_sequence_length, "max_sequence_length")
-        if hidden_dim % num_heads:
-            raise ValueError(
-                f"`hidden_dim`={hidden_dim} must be divisible by `num_heads`={num_heads} "
-                f"(head size = hidden_dim / num_heads); e.g. use num_heads="
-                f"{max(d for d in range(1, num_heads + 1) if hidden_dim % d == 0)}."
-            )
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
-            raise TypeError(f"`dropout` must be a float in [0, 1); got {dropout!r}.")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1); got {dropout}.")
-        self.dropout = float(dropout)
+        config = BackboneConfig(
+            vocabulary_size, num_layers, num_heads, hidden_dim, intermediate_dim, dropout, max_sequence_length
+        )
+        # Not `config`: that name stays free for what PEFT and transformers' tools read (issue 20).
+        self.backbone_config = config
+        self.name = self.keras_config_name if name is None else name
         self.dtype_policy = dtype  # no parameters yet: nothing to cast
         self.padding_free = padding_free
         self.attention_backend = attention_backend
         self.gradient_checkpointing = bool(gradient_checkpointing)
+        self.transformers_source = None
         self._left_padding_warned = False
-        _check_fits_in_memory(self.get_config(), self.dtype_policy.variable_dtype, device)
+        check_fits_in_memory(type(self).count_parameters(config), self._dtype_policy.variable_dtype, device)
 
         with torch.device(device) if device is not None else contextlib.nullcontext():
-            self.token_embedding = nn.Embedding(vocabulary_size, hidden_dim)
-            self.position_embedding = nn.Embedding(max_sequence_length, hidden_dim)
-            self.embeddings_layer_norm = LayerNorm32(hidden_dim, eps=LAYER_NORM_EPSILON)
-            self.embeddings_dropout = nn.Dropout(self.dropout)
-            self.layers = nn.ModuleList(
-                TransformerEncoderLayer(hidden_dim, num_heads, intermediate_dim, self.dropout)
-                for _ in range(num_layers)
-            )
+            for key, module in self._embedding_modules(config).items():
+                setattr(self, key, module)
+            self.layers = nn.ModuleList(self._encoder_layer(config) for _ in range(config.num_layers))
         init_kernel_(self.token_embedding.weight)
         init_kernel_(self.position_embedding.weight)
         self.to(self._dtype_policy.variable_dtype)
         if not trainable:
             self.requires_grad_(False)
 
-    # -- properties -------------------------------------------------------------------------
+    # -- the architecture ---------------------------------------------------------------------
+
+    @staticmethod
+    def _embedding_modules(config: BackboneConfig) -> dict:
+        # `_weight`: allocated, not initialized (init_kernel_ below draws Keras's values once).
+        hidden, vocabulary, positions = config.hidden_dim, config.vocabulary_size, config.max_sequence_length
+        return {
+            "token_embedding": nn.Embedding(vocabulary, hidden, _weight=torch.empty(vocabulary, hidden)),
+            "position_embedding": nn.Embedding(positions, hidden, _weight=torch.empty(positions, hidden)),
+            "embeddings_layer_norm": LayerNorm32(config.hidden_dim, eps=LAYER_NORM_EPSILON),
+            "embeddings_dropout": nn.Dropout(config.dropout),
+        }
+
+    @staticmethod
+    def _encoder_layer(config: BackboneConfig) -> TransformerEncoderLayer:
+        return TransformerEncoderLayer(config.hidden_dim, config.num_heads, config.intermediate_dim, config.dropout)
+
+    @classmethod
+    def count_parameters(cls, config: BackboneConfig) -> int:
+        """The parameters a backbone of `config` has, counted on the meta device (the
+        embeddings and one encoder layer: no memory, whatever num_layers says)."""
+        with torch.device("meta"):
+            embeddings = sum(p.numel() for m in cls._embedding_modules(config).values() for p in m.parameters())
+            layer = sum(p.numel() for p in cls._encoder_layer(config).parameters())
+        return embeddings + config.num_layers * layer
+
+    # -- properties ---------------------------------------------------------------------------
+
+    vocabulary_size = property(lambda self: self.backbone_config.vocabulary_size)
+    num_layers = property(lambda self: self.backbone_config.num_layers)
+    num_heads = property(lambda self: self.backbone_config.num_heads)
+    hidden_dim = property(lambda self: self.backbone_config.hidden_dim)
+    intermediate_dim = property(lambda self: self.backbone_config.intermediate_dim)
+    max_sequence_length = property(lambda self: self.backbone_config.max_sequence_length)
+    dropout = property(lambda self: self.backbone_config.dropout)
 
     @property
     def padding_free(self):
@@ -307,36 +273,7 @@ class RobertaBackbone(Backbone):
 
     @padding_free.setter
     def padding_free(self, value) -> None:
-        # Identity checks: 1 == True would otherwise slip through.
-        if not any(value is choice for choice in (True, False)) and value != "auto":
-            raise ValueError(f"`padding_free` must be one of {PADDING_FREE_CHOICES}; got {value!r}.")
-        self._padding_free = value
-
-    @property
-    def dtype_policy(self) -> DTypePolicy:
-        """The policy in force. It follows the parameters: after `.to(torch.bfloat16)`,
-        `.half()`, `.double()`, ... a plain policy of the new dtype (see
-        `dtype_policy.policy_after_cast`); mixed policies survive `.float()` and `.to(device)`.
-        """
-        policy = self._dtype_policy
-        weight = self._modules.get("token_embedding")
-        if weight is not None and weight.weight.dtype != policy.variable_dtype:
-            # Parameters replaced without `_apply` (e.g. load_state_dict(assign=True)).
-            policy = policy_after_cast(policy, weight.weight.dtype)
-        return policy
-
-    @dtype_policy.setter
-    def dtype_policy(self, value) -> None:
-        """Set a policy (any form `dtype=` takes), casting the parameters to its variable dtype."""
-        self._dtype_policy = get_dtype_policy(value)
-        if "token_embedding" in self._modules:
-            self.to(self._dtype_policy.variable_dtype)
-
-    def _apply(self, fn, *args, **kwargs):
-        # Every cast (.to, .half, .bfloat16, .float, .double, .cuda, ...) ends here.
-        result = super()._apply(fn, *args, **kwargs)
-        self._dtype_policy = self.dtype_policy
-        return result
+        self._padding_free = execution_plan.check_padding_free(value)
 
     @property
     def attention_backend(self):
@@ -354,16 +291,8 @@ class RobertaBackbone(Backbone):
         return self
 
     def get_config(self) -> dict:
-        return {
-            "vocabulary_size": self.vocabulary_size,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "hidden_dim": self.hidden_dim,
-            "intermediate_dim": self.intermediate_dim,
-            "dropout": self.dropout,
-            "max_sequence_length": self.max_sequence_length,
-            "dtype": self.dtype_policy.name,
-        }
+        """keras_hub's config: the constructor arguments and the dtype policy in force."""
+        return {**self.backbone_config.to_dict(), "dtype": self.dtype_policy.name}
 
     @classmethod
     def from_config(cls, config: dict) -> "RobertaBackbone":
@@ -378,35 +307,6 @@ class RobertaBackbone(Backbone):
         return sum(p.numel() for p in self.parameters())
 
     # -- forward ----------------------------------------------------------------------------
-
-    def _execution_plan(
-        self, padding_mask: torch.Tensor | None, warn_left_padding: bool = False
-    ) -> tuple[torch.Tensor | None, bool]:
-        """(mask to use, whether to run padding-free), from one host sync in eager mode.
-
-        A mask with no padding is dropped: unmasked attention kernels are faster, and there
-        is nothing to skip. `warn_left_padding` (no position_ids given) adds the left-padding
-        test to the same host sync. Inside torch.compile the padding fraction is not known while
-        tracing, so a masked batch always runs padding-free (unless `padding_free=False`): at
-        10-75 % padding that is what "auto" picks anyway, and on a batch with no padding the
-        extra gather/scatter costs little (see benchmarks/README.md), while a `torch.cond`
-        over both paths would compile the encoder twice.
-        """
-        if padding_mask is None or self._padding_free is False:
-            return padding_mask, False
-        if is_compiling():
-            # Exported graphs (torch.export, ONNX) keep static shapes: the padded path.
-            return padding_mask, not is_exporting()
-        check_left_padding = warn_left_padding and not self._left_padding_warned
-        num_valid, num_left_padded = padding_statistics(padding_mask, check_left_padding)
-        if num_left_padded:
-            self._warn_left_padding(num_left_padded)
-        if num_valid == padding_mask.numel():
-            return None, False
-        if self._padding_free == "auto":
-            padding_fraction = 1.0 - num_valid / padding_mask.numel()
-            return padding_mask, padding_fraction >= PADDING_FREE_MIN_PADDING_FRACTION
-        return padding_mask, True
 
     def _warn_left_padding(self, num_rows: int) -> None:
         """Once per model: left padding with Keras's column positions is rarely intended."""
@@ -454,7 +354,12 @@ class RobertaBackbone(Backbone):
         x = self._embed(token_ids, position_ids)
         hidden_states = [] if output_hidden_states else None
 
-        padding_mask, padding_free = self._execution_plan(padding_mask, position_ids is None)
+        check_left_padding = position_ids is None and not self._left_padding_warned
+        padding_mask, padding_free, left_padded_rows = execution_plan.plan(
+            padding_mask, self._padding_free, check_left_padding
+        )
+        if left_padded_rows:
+            self._warn_left_padding(left_padded_rows)
         if padding_free:
             x, hidden_states = self._run_padding_free(x, padding_mask, hidden_states)
         else:

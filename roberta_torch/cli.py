@@ -44,6 +44,7 @@ def _cmd_presets(args) -> int:
 
 def _cmd_info(args) -> int:
     from .backbone import Backbone
+    from .config import BackboneConfig
     from .presets.preset import open_preset
 
     preset = open_preset(args.preset, allow_pickle=args.allow_pickle)
@@ -51,15 +52,14 @@ def _cmd_info(args) -> int:
     # The stored config, whichever dropout a load would choose: a transformers config with two
     # different dropout rates asks a loader for `dropout=`, not `info`.
     _, config, _ = preset.parse({"dropout": None})
-    files = sorted(p for p in preset.directory.rglob("*") if p.is_file())
     report = {
         "preset": args.preset,
         "directory": str(preset.directory),
         "format": preset.format_name,
         "class_name": preset.class_name,
         "config": config,
-        "parameters": registry.count_parameters(config),
-        "files": {str(p.relative_to(preset.directory)): p.stat().st_size for p in files},
+        "parameters": BackboneConfig.from_dict({**config, "dropout": 0.0}).num_parameters(),
+        "files": preset.local_files(),
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -81,15 +81,15 @@ def _cmd_info(args) -> int:
 def _source_preprocessor_or_tokenizer(preset):
     """The preset's preprocessor (when it saved one) or tokenizer, or None if it has neither."""
     from .preprocessor import Preprocessor
-    from .presets import files
+    from .presets import names
     from .tokenizers import Tokenizer
 
     try:
-        if preset.file(files.KERAS_PREPROCESSOR_FILE) is not None:
+        if preset.file(names.KERAS_PREPROCESSOR_FILE) is not None:
             return Preprocessor.from_preset(preset)
         return Tokenizer.from_preset(preset)
     except FileNotFoundError as error:
-        if any(preset.file(name) for name in files.TOKENIZER_FILES + (files.HF_TOKENIZER_FILE,)):
+        if any(preset.file(name) for name in names.TOKENIZER_FILES):
             logger.warning("The preset's tokenizer files are incomplete; no tokenizer written: %s", error)
         return None
 

@@ -118,3 +118,36 @@ def policy_after_cast(policy: DTypePolicy, parameter_dtype: torch.dtype) -> DTyp
             f"{', '.join(str(d) for d in _TORCH_DTYPE_TO_NAME)}."
         )
     return get_dtype_policy(parameter_dtype)
+
+
+class FollowsParameterDtype:
+    """Mixin for an nn.Module with a `dtype_policy` that follows its parameters: after
+    `.to(torch.bfloat16)`, `.half()`, `.double()`, ... a plain policy of the new dtype (see
+    `policy_after_cast`); mixed policies survive `.float()` and `.to(device)`. Setting
+    `model.dtype_policy = ...` casts the parameters to the policy's variable dtype.
+
+    `_policy_parameter` names the submodule whose `weight` tells the parameters' dtype.
+    """
+
+    _policy_parameter = "token_embedding"
+
+    @property
+    def dtype_policy(self) -> DTypePolicy:
+        policy = self._dtype_policy
+        module = self._modules.get(self._policy_parameter)
+        if module is not None and module.weight.dtype != policy.variable_dtype:
+            # Parameters replaced without `_apply` (e.g. load_state_dict(assign=True)).
+            policy = policy_after_cast(policy, module.weight.dtype)
+        return policy
+
+    @dtype_policy.setter
+    def dtype_policy(self, value) -> None:
+        self._dtype_policy = get_dtype_policy(value)
+        if self._policy_parameter in self._modules:
+            self.to(self._dtype_policy.variable_dtype)
+
+    def _apply(self, fn, *args, **kwargs):
+        # Every cast (.to, .half, .bfloat16, .float, .double, .cuda, ...) ends here.
+        result = super()._apply(fn, *args, **kwargs)
+        self._dtype_policy = self.dtype_policy
+        return result

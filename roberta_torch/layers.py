@@ -15,17 +15,14 @@ from torch import nn
 
 from . import dense
 from .attention import AttentionMask, self_attention
+from .initializers import INITIALIZER_STDDEV, truncated_normal_
 
 LAYER_NORM_EPSILON = 1e-5
-# Keras's TruncatedNormal(stddev=0.02) cuts at two standard deviations.
-INITIALIZER_STDDEV = 0.02
 
 
 def init_kernel_(tensor: torch.Tensor) -> torch.Tensor:
     """Keras's default for kernels and embeddings: TruncatedNormal(stddev=0.02)."""
-    return nn.init.trunc_normal_(
-        tensor, std=INITIALIZER_STDDEV, a=-2 * INITIALIZER_STDDEV, b=2 * INITIALIZER_STDDEV
-    )
+    return truncated_normal_(tensor, std=INITIALIZER_STDDEV)
 
 
 class LayerNorm32(nn.LayerNorm):

@@ -21,7 +21,7 @@ import pathlib
 
 import torch
 
-from .presets import files, tokenizer_files
+from .presets import files, names, tokenizer_files
 from .presets.preset import open_preset
 from .tokenizers.base import Tokenizer, canonicalize_texts
 from .tokenizers.roberta_tokenizer import RobertaTokenizer
@@ -130,8 +130,7 @@ class Preprocessor:
         """
         preset = open_preset(preset, require_config=False)
         tokenizer = cls.tokenizer_cls.from_preset(preset)
-        saved = (preset.json(files.KERAS_PREPROCESSOR_FILE) or {}).get("config")
-        saved = saved if isinstance(saved, dict) else {}
+        saved = preset.loader.preprocessor_config() or {}
         if sequence_length is None:
             sequence_length = saved.get("sequence_length")
         if "truncate" not in kwargs and saved.get("truncate") in TRUNCATE_CHOICES:
@@ -152,7 +151,7 @@ class Preprocessor:
         class_name, module = _KERAS_PREPROCESSORS[self.tokenizer.keras_class_name]
         name = self.tokenizer.keras_config_name.replace("_tokenizer", "_text_classifier_preprocessor")
         spec = tokenizer_files.keras_preprocessor_config(self.tokenizer, module, class_name, name, self.get_config())
-        files.write_json(directory / files.KERAS_PREPROCESSOR_FILE, spec)
+        files.write_json(directory / names.KERAS_PREPROCESSOR_FILE, spec)
         return directory
 
     # -- call -------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 from .bge_m3 import BGEM3Heads, colbert_score, dense_score, hybrid_scores, lexical_matching_score
 from .pooling import POOLING_MODES, pool
-from .sentence_transformers_files import EmbeddingConfig, read_embedding_config
-from .text_embedder import TextEmbedder, quantize
+from ..presets.embedding_config import EmbeddingConfig
+from .text_embedder import TextEmbedder, quantize, read_embedding_config
 
 __all__ = [
     "TextEmbedder",

@@ -224,7 +224,7 @@ def embed_file(preset, input, out, *, field: str = "text", id_field: str | None 
                max_tokens_per_batch: int | None = None, prompt_name: str | None = None, normalize: bool | None = None,
                precision: str = "float32", chunk_size: int = DEFAULT_CHUNK_SIZE, dtype: str | None = None,
                device: str | None = None, overwrite: bool = False, show_progress_bar: bool = True,
-               on_chunk_written=None) -> dict:
+               on_chunk_written=None, allow_pickle: bool = False) -> dict:
     """Embed INPUT into OUT (see the module docstring); returns a summary dict (rank 0) or None.
 
     `on_chunk_written(number)` is called on rank 0 after each chunk file is safely written.
@@ -247,7 +247,7 @@ def embed_file(preset, input, out, *, field: str = "text", id_field: str | None 
     device = device or (str(dist_device) if dist_device is not None else None)
     if device:
         kwargs["device"] = device
-    embedder = TextEmbedder.from_preset(preset, **kwargs)
+    embedder = TextEmbedder.from_preset(preset, allow_pickle=allow_pickle, **kwargs)
 
     stat = input.stat()
     manifest = {
@@ -319,6 +319,8 @@ def add_embed_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--dtype", help="model dtype, e.g. bfloat16 (default: the preset's)")
     parser.add_argument("--device", help="e.g. cpu or cuda (default: the preset's; cuda:LOCAL_RANK under torchrun)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT and any unfinished run")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="read pickled files (transformers' pytorch_model.bin, FlagEmbedding's bge-m3 .pt heads)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run_embed_command)
     return parser
@@ -329,7 +331,7 @@ def run_embed_command(args) -> int:
         args.preset, args.input, args.out, field=args.field, id_field=args.id_field, batch_size=args.batch_size,
         max_tokens_per_batch=args.max_tokens_per_batch, prompt_name=args.prompt_name, normalize=args.normalize,
         precision=args.precision, chunk_size=args.chunk_size, dtype=args.dtype, device=args.device,
-        overwrite=args.overwrite, show_progress_bar=not args.no_progress,
+        overwrite=args.overwrite, show_progress_bar=not args.no_progress, allow_pickle=args.allow_pickle,
     )
     if summary is not None:
         resumed = f", {summary['resumed_chunks']} resumed" if summary["resumed_chunks"] else ""

@@ -21,33 +21,9 @@ from __future__ import annotations
 
 import torch
 
-POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
-# sentence-transformers' legacy 1_Pooling/config.json booleans -> mode names.
-# In sentence-transformers' concatenation order (what legacy flags mean when several are set).
-LEGACY_POOLING_KEYS = {
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_max_tokens": "max",
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
-    "pooling_mode_weightedmean_tokens": "weightedmean",
-    "pooling_mode_lasttoken": "lasttoken",
-}
-
-
-def check_pooling_modes(pooling, argument: str = "pooling") -> tuple[str, ...]:
-    """A mode name or a sequence of them -> a non-empty tuple of valid names; typed errors."""
-    modes = (pooling,) if isinstance(pooling, str) else pooling
-    if not isinstance(modes, (list, tuple)) or not modes:
-        raise TypeError(
-            f"`{argument}` must be a pooling mode name or a non-empty list of them; got {pooling!r}. "
-            f"Modes: {', '.join(POOLING_MODES)}."
-        )
-    for mode in modes:
-        if not isinstance(mode, str):
-            raise TypeError(f"`{argument}` holds {mode!r}, not a str. Modes: {', '.join(POOLING_MODES)}.")
-        if mode not in POOLING_MODES:
-            raise ValueError(f"Unknown pooling mode {mode!r} in `{argument}`. Modes: {', '.join(POOLING_MODES)}.")
-    return tuple(modes)
+# The mode names, sentence-transformers' legacy config keys and the argument check live with
+# the format that reads them (presets/embedding_config.py); pooling computes.
+from ..presets.embedding_config import LEGACY_POOLING_KEYS, POOLING_MODES, check_pooling_modes  # noqa: F401
 
 
 def pool(

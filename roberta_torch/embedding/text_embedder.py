@@ -14,23 +14,20 @@ token budget, and come back in input order.
 from __future__ import annotations
 
 import logging
-import pathlib
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..backbone import PADDING_FREE_MIN_PADDING_FRACTION, Backbone
+from ..presets import registry
 from ..presets.preset import open_preset
+from ..presets.embedding_config import EmbeddingConfig
+from ..presets.sentence_transformers_format import save_embedder
 from ..tokenizers.base import Tokenizer, canonicalize_texts
 from . import batching
 from .bge_m3 import BGEM3Heads, hybrid_scores, colbert_score, lexical_matching_score, lexical_weights
 from .pooling import check_pooling_modes, pool
-from .sentence_transformers_files import (
-    EmbeddingConfig,
-    load_bge_m3_heads,
-    read_embedding_config,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -88,15 +85,12 @@ class TextEmbedder(nn.Module):
 
         `pooling`, `normalize`, `max_seq_length` and `prompts` override what the preset says;
         `backbone_kwargs` (dtype, device, attention_backend, ...) go to `Backbone.from_preset`.
-        bge-m3's `sparse_linear.pt` / `colbert_linear.pt`, when present, enable `encode_bge_m3`.
+        bge-m3's sparse and ColBERT heads, when present, enable `encode_bge_m3`: read from
+        `sparse_linear.safetensors` / `colbert_linear.safetensors`, or from FlagEmbedding's
+        `.pt` files with `allow_pickle=True` only.
         """
-        from ..presets.registry import BUILTIN_PRESETS
-
-        handle = preset
-        preset = open_preset(preset, allow_pickle=allow_pickle)  # resolved once, for every file below
-        directory = preset.directory
-        builtin = handle if isinstance(handle, str) and handle in BUILTIN_PRESETS else None
-        config = read_embedding_config(directory, builtin_name=builtin)
+        loader = open_preset(preset, allow_pickle=allow_pickle).loader
+        config = read_embedding_config(loader.preset, builtin_name=preset if isinstance(preset, str) else None)
         if pooling is not None:
             config.pooling = check_pooling_modes(pooling, "pooling")
         if normalize is not None:
@@ -107,25 +101,20 @@ class TextEmbedder(nn.Module):
             if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
                 raise TypeError(f"`prompts` must be a dict of name -> str; got {prompts!r}.")
             config.prompts = dict(prompts)
-        # The preset itself where the encoder sits at its root; a sentence-transformers
-        # sub-folder otherwise.
-        inner = config.transformer_directory
-        inside = inner is not None and pathlib.Path(inner) != directory
-        source = open_preset(str(inner), allow_pickle=allow_pickle) if inside else preset
-        backbone = Backbone.from_preset(source, **backbone_kwargs)
-        tokenizer = Tokenizer.from_preset(source)
-        state = load_bge_m3_heads(directory, backbone.hidden_dim)
+        encoder = loader.encoder()  # the preset itself, or a sentence-transformers module's folder
+        backbone = Backbone.from_preset(encoder, **backbone_kwargs)
+        tokenizer = Tokenizer.from_preset(encoder)
+        state = loader.bge_m3_heads(backbone.hidden_dim)
         heads = BGEM3Heads.from_state(state) if state is not None else None
         embedder = cls(backbone, tokenizer, config, heads)
         return embedder.to(next(backbone.parameters()).device).eval()
 
     def save_to_preset(self, directory, format: str = "sentence-transformers", *, overwrite: bool = False):
         """Write a sentence-transformers directory (the encoder as a transformers checkpoint,
-        modules.json, Pooling, Normalize, max_seq_length, prompts; bge-m3's heads when present)
-        that `SentenceTransformer(directory)` loads and encodes exactly as this embedder.
-        Staged and renamed into place; `overwrite=True` replaces a non-empty directory."""
-        from .sentence_transformers_saving import save_embedder
-
+        modules.json, Pooling, Normalize, max_seq_length, prompts; bge-m3's heads when present,
+        as safetensors and as FlagEmbedding's .pt) that `SentenceTransformer(directory)` loads
+        and encodes exactly as this embedder. Staged and renamed into place; `overwrite=True`
+        replaces a non-empty directory."""
         return save_embedder(self, directory, format=format, overwrite=overwrite)
 
     # -- properties ---------------------------------------------------------------------------
@@ -330,6 +319,16 @@ class TextEmbedder(nn.Module):
         c = self.config
         return (f"pooling={c.pooling}, normalize={c.normalize}, max_seq_length={c.max_seq_length}, "
                 f"prompts={sorted(c.prompts)}, bge_m3_heads={self.heads is not None}")
+
+
+def read_embedding_config(preset, builtin_name: str | None = None) -> EmbeddingConfig:
+    """The embedding settings of a preset (any form `from_preset` takes, or a `Preset`): what a
+    sentence-transformers directory says, a builtin embedding preset's documented settings
+    (`builtin_name`), else mean pooling without normalization."""
+    loader = open_preset(preset, require_config=False).loader
+    if builtin_name is not None and builtin_name not in registry.EMBEDDING_DEFAULTS:
+        builtin_name = None
+    return loader.embedding_config(builtin_name)
 
 
 def quantize(embeddings: np.ndarray, precision: str, ranges: np.ndarray | None = None) -> np.ndarray:

@@ -1,9 +1,10 @@
-"""Presets: where files come from (registry, resolve), one reader per preset (preset.Preset,
-made by preset.open_preset), the formats a directory can hold (formats: keras_format,
-transformers_format, native_format, one small protocol), the tokenizer files
-(tokenizer_files), shared file helpers (files: names, JSON, shard index, safetensors,
-link-safe atomic writes), and loading/saving of backbone weights.
+"""Presets: where files come from (registry, resolve, sources), one reader per preset
+(preset.Preset, made by preset.open_preset: `Preset.file` fetches each file on demand and is
+the only way preset files are read), one loader per format serving every component
+(loader.PresetLoader; formats.loader_for picks keras_format, transformers_format,
+native_format or sentence_transformers_format), strict loading (mapping, loading), writing
+(saving and each format's writer), and the file helpers (names: file names; files: I/O).
 
-Nothing here imports a model or tokenizer class (the classes pick themselves by the names a
-preset records), so there are no import cycles; hub clients are imported lazily.
+Nothing here imports a model or tokenizer class (the callers hand their classes to the
+loaders), so there are no import cycles; hub clients are imported lazily.
 """

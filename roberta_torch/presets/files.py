@@ -1,6 +1,6 @@
-"""Every preset file name, and the file helpers all formats share: JSON with one error
-contract, the sharded-weights index, safetensors headers, and writes that stay inside their
-directory.
+"""File I/O every format shares: JSON with one error contract, the sharded-weights index,
+safetensors headers, tensor-only pickles (opt-in), and writes that stay inside their
+directory. File names live in names.py.
 
 Writes never follow links: a file is written to a fresh temporary file created exclusively
 (`O_EXCL`, `O_NOFOLLOW`) in the target directory, then renamed over the destination, which
@@ -15,61 +15,6 @@ import json
 import os
 import pathlib
 import tempfile
-
-# -- names ------------------------------------------------------------------------------------
-
-CONFIG_FILE = "config.json"
-# Keras presets (keras_hub's save_to_preset).
-KERAS_METADATA_FILE = "metadata.json"
-KERAS_WEIGHTS_FILE = "model.weights.h5"
-KERAS_WEIGHTS_INDEX = "model.weights.json"
-KERAS_TOKENIZER_FILE = "tokenizer.json"
-KERAS_PREPROCESSOR_FILE = "preprocessor.json"
-KERAS_TASK_FILE = "task.json"
-KERAS_TASK_WEIGHTS_FILE = "task.weights.h5"
-KERAS_TOKENIZER_ASSETS = "assets/tokenizer"
-KERAS_VOCABULARY_JSON = KERAS_TOKENIZER_ASSETS + "/vocabulary.json"
-KERAS_MERGES = KERAS_TOKENIZER_ASSETS + "/merges.txt"
-KERAS_VOCABULARY_SPM = KERAS_TOKENIZER_ASSETS + "/vocabulary.spm"
-# transformers checkpoints.
-SAFETENSORS_FILE = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-PICKLE_FILE = "pytorch_model.bin"
-PICKLE_INDEX = "pytorch_model.bin.index.json"
-HF_TOKENIZER_FILE = "tokenizer.json"  # the same name as Keras's, another content
-HF_TOKENIZER_CONFIG = "tokenizer_config.json"
-HF_SPECIAL_TOKENS_MAP = "special_tokens_map.json"
-HF_VOCAB_JSON = "vocab.json"
-HF_MERGES = "merges.txt"
-HF_SENTENCEPIECE = "sentencepiece.bpe.model"
-# roberta_torch's own export (config.json + model.safetensors).
-NATIVE_WEIGHTS_FILE = SAFETENSORS_FILE
-
-# Files a hub download fetches when the repository has them, besides config + weights.
-TOKENIZER_FILES = (
-    KERAS_TOKENIZER_FILE,
-    KERAS_VOCABULARY_JSON,
-    KERAS_MERGES,
-    KERAS_VOCABULARY_SPM,
-    HF_TOKENIZER_CONFIG,
-    HF_SPECIAL_TOKENS_MAP,
-    HF_VOCAB_JSON,
-    HF_MERGES,
-    HF_SENTENCEPIECE,
-)
-KERAS_EXTRA_FILES = (KERAS_METADATA_FILE, KERAS_PREPROCESSOR_FILE, KERAS_TASK_FILE, KERAS_TASK_WEIGHTS_FILE)
-# sentence-transformers' files (module paths are also read from modules.json) and bge-m3's heads.
-ST_MODULES_FILE = "modules.json"
-SENTENCE_TRANSFORMERS_FILES = (
-    ST_MODULES_FILE,
-    "sentence_bert_config.json",
-    "config_sentence_transformers.json",
-    "1_Pooling/config.json",
-    "2_Normalize/config.json",
-)
-BGE_M3_HEAD_FILES = ("sparse_linear.pt", "colbert_linear.pt")
-EMBEDDING_FILES = SENTENCE_TRANSFORMERS_FILES + BGE_M3_HEAD_FILES
-
 
 # -- reading ----------------------------------------------------------------------------------
 
@@ -127,22 +72,6 @@ def read_weight_map(index_path: pathlib.Path) -> dict[str, list[str]]:
 def shard_names(index_path: pathlib.Path) -> list[str]:
     """Every shard file an index names, sorted."""
     return sorted({name for names in read_weight_map(index_path).values() for name in names})
-
-
-def preset_file(directory: pathlib.Path, name: str, root: pathlib.Path | None = None) -> pathlib.Path | None:
-    """`directory/name` if it is a file of the preset, else None.
-
-    A link is followed only when its target stays inside `root` (the preset directory, or the
-    hub cache folder that holds it: huggingface_hub's snapshots link into its blob store);
-    a link that leads elsewhere is refused with a ValueError.
-    """
-    path = pathlib.Path(directory) / name
-    if not path.is_file():
-        return None
-    real, trusted = path.resolve(), pathlib.Path(root or directory).resolve()
-    if trusted not in real.parents:
-        raise ValueError(f"{path} is a link to {real}, outside the preset ({trusted}); refusing to read it.")
-    return path
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -225,13 +154,6 @@ def write_json(path: pathlib.Path, data) -> None:
     write_text(path, json.dumps(data, indent=4))
 
 
-def copy_file(source: pathlib.Path, destination: pathlib.Path) -> None:
-    """Copy one regular file's bytes (never through a link at either end)."""
-    if source.is_symlink() or not source.is_file():
-        raise ValueError(f"Refusing to copy {source}: not a regular file.")
-    write_bytes(destination, source.read_bytes())
-
-
 # -- safetensors --------------------------------------------------------------------------------
 
 _SAFETENSORS_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
@@ -275,6 +197,40 @@ def read_safetensors(path: pathlib.Path) -> dict:
             raise
         raise ValueError(f"Cannot read safetensors file {path}: corrupt or truncated ({error}).") from error
     return out
+
+
+# -- pickles (opt-in) -----------------------------------------------------------------------------
+
+# torch.load(weights_only=True) could be made to run code before torch 2.6 (CVE-2025-32434,
+# GHSA-53q9-r3pm-6pq6); no bypass is known from 2.6 on.
+SAFE_PICKLE_TORCH = "2.6"
+
+
+def check_pickle_loader(torch_version: str | None = None) -> None:
+    """Refuse to read any pickle with a torch whose `weights_only=True` has a known bypass."""
+    from torch.torch_version import TorchVersion
+
+    import torch
+
+    version = TorchVersion(torch_version or torch.__version__)
+    if version < SAFE_PICKLE_TORCH:
+        raise ValueError(
+            f"allow_pickle=True needs torch >= {SAFE_PICKLE_TORCH}: torch.load(weights_only=True) in torch "
+            f"{version} can be made to run code (CVE-2025-32434). Upgrade torch, or convert the file to "
+            "safetensors with a trusted tool first."
+        )
+
+
+def read_pickle(path: pathlib.Path):
+    """A pickle through torch.load(weights_only=True): tensors and plain containers only,
+    never code (the caller checks what it holds). Reached only with allow_pickle=True."""
+    import torch
+
+    check_pickle_loader()
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # weights_only refuses anything but tensors and plain containers
+        raise ValueError(f"Cannot read {path} with torch.load(weights_only=True): {error}") from error
 
 
 @contextlib.contextmanager

@@ -10,6 +10,10 @@ by path, so this module maps by path too (a shard's first `vars` group carries n
 
 HDF5 is read defensively: soft and external links, external storage and virtual datasets
 are refused, and every dataset's shape is checked before its data is read.
+
+`KerasLoader` serves every component of a Keras preset: the backbone (config.json +
+model.weights.h5), a task (task.json + task.weights.h5 next to the backbone's files), the
+tokenizer (tokenizer.json + assets/tokenizer/) and the preprocessor (preprocessor.json).
 """
 
 from __future__ import annotations
@@ -21,16 +25,20 @@ from collections.abc import Mapping
 
 import torch
 
-from . import files
-from .files import CONFIG_FILE, KERAS_METADATA_FILE, KERAS_WEIGHTS_FILE, KERAS_WEIGHTS_INDEX
+from . import files, names
+from .names import KERAS_WEIGHTS_FILE, KERAS_WEIGHTS_INDEX
+from .loader import BackboneSpec, PresetLoader, StoredTask, TaskTensors
 from .mapping import COPY, TRANSPOSE, Row, SourceTensor, Transform, source_tensors_from_state_dict, table_rows
 
 logger = logging.getLogger(__name__)
 
 NAME = "keras"
-IGNORED_PREFIXES: tuple[str, ...] = ()
 # transformer_encoder -> layer 0, transformer_encoder_<k> -> layer k.
 LAYER_KEY_PATTERN = r"^layers/transformer_encoder(?:_(\d+))?/"
+# The source-key namespace of task.weights.h5 tensors (its paths could repeat the backbone's).
+TASK_SOURCE_PREFIX = names.KERAS_TASK_WEIGHTS_FILE + ":"
+# Keras task.json entries that are not head constructor arguments.
+_KERAS_NON_HEAD_KEYS = ("backbone", "preprocessor", "name", "trainable", "dtype")
 # The Keras versions whose file layout this module writes (metadata.json records them).
 KERAS_VERSION = "3.15.1"
 KERAS_HUB_VERSION = "0.32.0"
@@ -175,11 +183,7 @@ def table_dims(config: dict, parsed_dims: dict) -> dict:
 # -- config -----------------------------------------------------------------------------------
 
 
-def is_config(raw: dict) -> bool:
-    return "class_name" in raw and "config" in raw
-
-
-def parse_config(raw: dict, path, overrides: dict) -> tuple[str, dict, dict]:
+def parse_config(raw: dict, path, overrides: dict) -> BackboneSpec:
     """Keras config.json -> (class name, constructor config, table dims).
 
     As in keras_hub, the stored dtype policy is not used (the model is float32 unless
@@ -196,21 +200,13 @@ def parse_config(raw: dict, path, overrides: dict) -> tuple[str, dict, dict]:
     stored = config.pop("dtype", None)
     if stored is not None:
         get_dtype_policy(stored)
-    return class_name, config, {}
-
-
-def class_name(raw: dict, path) -> str:
-    return parse_config(raw, path, {})[0]
+    return BackboneSpec(class_name, config, {})
 
 
 def max_sequence_length(raw: dict) -> int | None:
     config = raw.get("config")
     value = config.get("max_sequence_length") if isinstance(config, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def hub_weight_candidates(allow_pickle: bool) -> tuple[str, ...]:
-    return (KERAS_WEIGHTS_FILE, KERAS_WEIGHTS_INDEX)
 
 
 def keras_config(model) -> dict:
@@ -256,36 +252,28 @@ def _import_h5py():
     return h5py
 
 
-def weight_files(directory: pathlib.Path, root=None) -> list[pathlib.Path]:
+def weight_files(preset) -> list[pathlib.Path]:
     """The .h5 files holding a preset's weights: model.weights.h5, or the shards that
-    model.weights.json names. FileNotFoundError names the missing file and the directory."""
-    single = files.preset_file(directory, KERAS_WEIGHTS_FILE, root)
+    model.weights.json names. FileNotFoundError names the missing file and the preset."""
+    single = preset.file(KERAS_WEIGHTS_FILE)
     if single is not None:
         return [single]
-    index = files.preset_file(directory, KERAS_WEIGHTS_INDEX, root)
+    index = preset.file(KERAS_WEIGHTS_INDEX)
     if index is None:
         raise FileNotFoundError(
-            f"No Keras weights in preset directory {str(directory)!r}: neither {KERAS_WEIGHTS_FILE} "
-            f"nor {KERAS_WEIGHTS_INDEX} exists."
+            preset.missing(f"Keras weights (neither {KERAS_WEIGHTS_FILE} nor {KERAS_WEIGHTS_INDEX})")
         )
     shards = []
     for name in files.shard_names(index):
-        path = files.preset_file(directory, name, root)
+        path = preset.file(name)
         if path is None:
-            raise FileNotFoundError(
-                f"Shard {name} named by {KERAS_WEIGHTS_INDEX} is missing from preset directory {str(directory)!r}."
-            )
+            raise FileNotFoundError(preset.missing(f"Shard {name} named by {KERAS_WEIGHTS_INDEX}"))
         shards.append(path)
     return shards
 
 
-def read_tensors(directory: pathlib.Path, *, allow_pickle: bool = False, root=None):
-    """(every dataset of the weight files, description of the files)."""
-    weights = weight_files(directory, root)
-    description = (
-        ", ".join(str(f) for f in weights) if len(weights) < 3 else f"{weights[0].parent} ({len(weights)} shards)"
-    )
-    return read_source_tensors(weights), description
+def describe_files(weights: list[pathlib.Path]) -> str:
+    return ", ".join(str(f) for f in weights) if len(weights) < 3 else f"{weights[0].parent} ({len(weights)} shards)"
 
 
 def _dataset_dtype(dataset) -> str:
@@ -373,11 +361,11 @@ def _walk(group, prefix: str, path: pathlib.Path, depth: int, out: dict) -> None
             )
 
 
-def read_source_tensors(files: list[pathlib.Path]) -> dict[str, SourceTensor]:
+def read_source_tensors(paths: list[pathlib.Path]) -> dict[str, SourceTensor]:
     """Every dataset of the weight file(s): path -> SourceTensor (data not read yet)."""
     h5py = _import_h5py()
     out: dict[str, SourceTensor] = {}
-    for path in files:
+    for path in paths:
         try:
             with h5py.File(path, "r") as f:
                 _walk(f, "", path, 0, out)
@@ -424,5 +412,111 @@ def save(model, directory: pathlib.Path) -> None:
     tensors = source_tensors_from_state_dict(rows, model.state_dict(), table_dims(config, {}))
     groups = tree_groups(model.num_layers, getattr(model, "name", model.keras_config_name))
     write_weights(directory / KERAS_WEIGHTS_FILE, tensors, groups)
-    files.write_json(directory / CONFIG_FILE, keras_config(model))
-    files.write_json(directory / KERAS_METADATA_FILE, keras_metadata(model))
+    files.write_json(directory / names.CONFIG_FILE, keras_config(model))
+    files.write_json(directory / names.KERAS_METADATA_FILE, keras_metadata(model))
+
+
+# keras_hub compiles every task with Adam(5e-5); task.weights.h5 carries its two scalars.
+_KERAS_OPTIMIZER = {"optimizer/vars/0": (0, torch.int32), "optimizer/vars/1": (5e-5, torch.float32)}
+
+
+def write_task(task, directory: pathlib.Path, head_config: dict, preprocessor: dict | None) -> None:
+    """task.weights.h5 and task.json of a task model, exactly as keras-hub 0.32 writes them
+    (the backbone's files are written by `save`; `preprocessor`: the preprocessor config
+    saved beside it, or None). The head tensors come from the task's keras_head_table, the
+    table its loader reads, applied backwards."""
+    rows = table_rows(task.keras_head_table)
+    tensors = source_tensors_from_state_dict(rows, task.state_dict(), {})
+    tensors.update({key: torch.tensor(value, dtype=dtype) for key, (value, dtype) in _KERAS_OPTIMIZER.items()})
+    groups = [("", task.keras_config_name), *task.keras_head_groups, ("optimizer", "adam")]
+    if preprocessor is not None:
+        groups += [
+            ("preprocessor", preprocessor["config"]["name"]),
+            ("preprocessor/tokenizer", preprocessor["config"]["tokenizer"]["config"]["name"]),
+        ]
+    write_weights(directory / names.KERAS_TASK_WEIGHTS_FILE, tensors, groups)
+    task_config = {
+        "module": task.keras_module,
+        "class_name": task.keras_class_name,
+        "config": {
+            "backbone": keras_config(task.backbone),
+            "preprocessor": preprocessor,
+            "name": task.keras_config_name,
+            **head_config,
+        },
+        "registered_name": f"keras_hub>{task.keras_class_name}",
+    }
+    files.write_json(directory / names.KERAS_TASK_FILE, task_config)
+
+
+# -- the loader ---------------------------------------------------------------------------------
+
+
+class KerasLoader(PresetLoader):
+    """A Keras preset: config.json {"class_name", "config"}, model.weights.h5 (or shards),
+    and optionally task.json + task.weights.h5, tokenizer.json + assets, preprocessor.json."""
+
+    NAME = NAME
+    LAYER_KEY_PATTERN = LAYER_KEY_PATTERN
+
+    @classmethod
+    def is_config(cls, raw: dict) -> bool:
+        return "class_name" in raw and "config" in raw
+
+    def parse_config(self, overrides: dict) -> BackboneSpec:
+        return parse_config(self.raw_config, self.preset.file(names.CONFIG_FILE), overrides)
+
+    def max_sequence_length(self) -> int | None:
+        return max_sequence_length(self.raw_config)
+
+    def read_backbone_tensors(self):
+        weights = weight_files(self.preset)
+        return read_source_tensors(weights), describe_files(weights)
+
+    def conversion_rows(self, config: dict, model_keys=None) -> list[Row]:
+        return conversion_rows(config, model_keys)
+
+    def table_dims(self, config: dict, dims: dict) -> dict:
+        return table_dims(config, dims)
+
+    # -- task: task.json + task.weights.h5 ------------------------------------------------------
+
+    def stored_task(self, classes) -> StoredTask:
+        raw = self.preset.json(names.KERAS_TASK_FILE)
+        if raw is None:
+            return StoredTask(None, {}, "a backbone preset")
+        path = self.preset.file(names.KERAS_TASK_FILE)
+        class_name, config = raw.get("class_name"), raw.get("config")
+        if not isinstance(class_name, str) or not isinstance(config, dict):
+            raise ValueError(f"{path}: a Keras task config needs string 'class_name' and object 'config' entries.")
+        by_name = {c.keras_class_name: c for c in classes if c.keras_class_name}
+        if class_name not in by_name:
+            raise ValueError(
+                f"{path} holds a {class_name}, which roberta_torch does not implement "
+                f"(supported Keras tasks: {', '.join(by_name)})."
+            )
+        head_config = {k: v for k, v in config.items() if k not in _KERAS_NON_HEAD_KEYS}
+        return StoredTask(by_name[class_name], head_config, f"{names.KERAS_TASK_FILE} ({class_name})")
+
+    def read_task_tensors(self, task_cls) -> TaskTensors:
+        weights = weight_files(self.preset)
+        task_file = self.preset.file(names.KERAS_TASK_WEIGHTS_FILE)
+        if task_file is None:
+            raise FileNotFoundError(
+                self.preset.missing(f"{names.KERAS_TASK_WEIGHTS_FILE} ({names.KERAS_TASK_FILE} names a "
+                                    f"{task_cls.keras_class_name})")
+            )
+        source = dict(read_source_tensors(weights))
+        for key, tensor in read_source_tensors([task_file]).items():
+            source[TASK_SOURCE_PREFIX + key] = tensor
+        return TaskTensors(
+            source, ", ".join(str(f) for f in [*weights[:2], task_file]),
+            ignored_prefixes=(TASK_SOURCE_PREFIX + "optimizer/",),  # keras's compile state
+        )
+
+    def task_rows(self, task_cls, backbone_config: dict) -> list[Row]:
+        rows = [
+            Row(row.source_key, "backbone." + row.model_key, row.transform, row.part, row.parts, row.add)
+            for row in conversion_rows(backbone_config)
+        ]
+        return rows + table_rows(task_cls.keras_head_table, source_prefix=TASK_SOURCE_PREFIX)

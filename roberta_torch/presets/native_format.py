@@ -12,22 +12,17 @@ from __future__ import annotations
 
 import pathlib
 
-import torch
 
-from . import files, keras_format
+from . import files, keras_format, names
+from .loader import BackboneSpec, PresetLoader
 from .mapping import Row
 
 NAME = "roberta_torch"
 FORMAT_VERSION = 1
-IGNORED_PREFIXES: tuple[str, ...] = ()
 LAYER_KEY_PATTERN = r"^layers\.(\d+)\."
 
 
-def is_config(config: dict) -> bool:
-    return config.get("format") == NAME
-
-
-def parse_config(config: dict, path, overrides: dict) -> tuple[str, dict, dict]:
+def parse_config(config: dict, path, overrides: dict) -> BackboneSpec:
     version = config.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(
@@ -36,37 +31,12 @@ def parse_config(config: dict, path, overrides: dict) -> tuple[str, dict, dict]:
         )
     if not isinstance(config.get("class_name"), str) or not isinstance(config.get("config"), dict):
         raise ValueError(f"{path}: expected string 'class_name' and object 'config' entries.")
-    return config["class_name"], dict(config["config"]), {}
-
-
-def class_name(raw: dict, path) -> str:
-    return parse_config(raw, path, {})[0]
-
-
-# The same {"class_name", "config": {...}} layout as a Keras config.json.
-max_sequence_length = keras_format.max_sequence_length
-
-
-def hub_weight_candidates(allow_pickle: bool) -> tuple[str, ...]:
-    return (files.NATIVE_WEIGHTS_FILE,)
-
-
-def read_tensors(directory: pathlib.Path, *, allow_pickle: bool = False, root=None):
-    path = files.preset_file(directory, files.NATIVE_WEIGHTS_FILE, root)
-    if path is None:
-        raise FileNotFoundError(
-            f"{files.NATIVE_WEIGHTS_FILE} is missing from preset directory {str(directory)!r}."
-        )
-    return files.read_safetensors(path), str(path)
+    return BackboneSpec(config["class_name"], dict(config["config"]), {})
 
 
 def conversion_rows(config: dict, model_keys) -> list[Row]:
     """The identity table over the model's own keys."""
     return [Row(key, key) for key in model_keys]
-
-
-def table_dims(config: dict, parsed_dims: dict) -> dict:
-    return {}
 
 
 def native_config(model) -> dict:
@@ -83,6 +53,36 @@ def save(model, directory: pathlib.Path) -> None:
     """Weights first, config last: an interrupted save leaves no config next to partial weights."""
     save_file = files.import_safetensors().torch.save_file
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with files.atomic_output(directory / files.NATIVE_WEIGHTS_FILE) as temporary:
+    with files.atomic_output(directory / names.NATIVE_WEIGHTS_FILE) as temporary:
         save_file(tensors, str(temporary), metadata={"format": "pt"})
-    files.write_json(directory / files.CONFIG_FILE, native_config(model))
+    files.write_json(directory / names.CONFIG_FILE, native_config(model))
+
+
+class NativeLoader(PresetLoader):
+    """roberta_torch's own export: the backbone only (the same {"class_name", "config"}
+    layout as a Keras config.json, the model's own keys in model.safetensors)."""
+
+    NAME = NAME
+    LAYER_KEY_PATTERN = LAYER_KEY_PATTERN
+
+    @classmethod
+    def is_config(cls, raw: dict) -> bool:
+        return raw.get("format") == NAME
+
+    def parse_config(self, overrides: dict) -> BackboneSpec:
+        return parse_config(self.raw_config, self.preset.file(names.CONFIG_FILE), overrides)
+
+    def max_sequence_length(self) -> int | None:
+        return keras_format.max_sequence_length(self.raw_config)
+
+    def read_backbone_tensors(self):
+        path = self.preset.file(names.NATIVE_WEIGHTS_FILE)
+        if path is None:
+            raise FileNotFoundError(self.preset.missing(names.NATIVE_WEIGHTS_FILE))
+        return files.read_safetensors(path), str(path)
+
+    def conversion_rows(self, config: dict, model_keys) -> list[Row]:
+        return conversion_rows(config, model_keys)
+
+    def table_dims(self, config: dict, dims: dict) -> dict:
+        return {}

@@ -1,145 +1,171 @@
-"""One object per preset: resolved once, config.json classified once.
+"""One object per preset: its files, fetched on demand, and its format loader, chosen once.
 
 `open_preset(handle)` maps any preset form (builtin name, `kaggle://`, `hf://`, a local
-directory, see resolve.py) to a local directory, fetching only the files the detected format
-needs, and returns a `Preset` that every loader uses: the backbone, the tokenizer, the
-preprocessor, the CLI, task and embedding loaders. Passing a `Preset` where a handle is
-expected reuses it (nothing is resolved or read twice).
+directory, see resolve.py) to a `Preset`: the source of its files (sources.py) plus the
+loader of its format (formats.py classifies config.json once). Every component (backbone,
+task, tokenizer, preprocessor, embedder, CLI) reads the preset through it: `Preset.file(name)`
+fetches one file from the local directory, huggingface_hub or kagglehub when first asked,
+refuses names that leave the preset (`..`, absolute paths) and links whose target lies
+outside it, and is the only way preset files are opened (tests/presets/test_preset_reads.py).
+Passing a `Preset` where a handle is expected reuses it (nothing is resolved or read twice).
 
 Nothing here imports a model or tokenizer class: classes pick themselves by the name a
-preset records (`Preset.class_name`, `tokenizer_files.tokenizer_spec`).
+preset records (`Preset.class_name`, the loader's `tokenizer_spec()`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import logging
 import pathlib
 import re
 
-from . import files, formats, resolve
+from . import files, formats, names, resolve
+from .sources import SOURCES, SubfolderSource
 
 logger = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(eq=False)
+def check_preset_path(name) -> str:
+    """A file name inside a preset: a relative POSIX path with no '..', '.' or empty parts."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"A preset file name must be a non-empty str; got {name!r}.")
+    parts = name.split("/")
+    if name.startswith("/") or "\\" in name or re.match(r"^[A-Za-z]:", name) or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(
+            f"{name[:200]!r} is not a path inside the preset (absolute paths, '..' and empty parts are refused); "
+            "refusing to read it."
+        )
+    return name
+
+
 class Preset:
-    """A resolved preset directory and what its config.json says.
+    """A preset: where its files come from and which format reads them.
 
     handle:     what the user passed (for messages).
-    directory:  the local directory holding the files.
-    root:       links inside the preset may point anywhere under this folder (the directory
-                itself, or the hub cache folder whose snapshots link into its blob store).
-    format:     the format module (keras_format, transformers_format, native_format), or
-                None for a directory without config.json (a tokenizer-only preset).
+    source:     where its files come from (sources.LocalSource, HuggingFaceSource, KaggleSource).
+    loader:     the format's loader (keras_format.KerasLoader, transformers_format.
+                TransformersLoader, native_format.NativeLoader, sentence_transformers_format.
+                SentenceTransformersLoader), or a formats.FilesOnlyLoader for a directory
+                without config.json (a tokenizer-only preset).
     raw_config: config.json as read ({} when there is none).
+    allow_pickle: whether pickled tensors may be read (torch.load(weights_only=True)).
     """
 
-    handle: str
-    directory: pathlib.Path
-    root: pathlib.Path
-    format: object
-    raw_config: dict
-    allow_pickle: bool = False
+    def __init__(self, source, *, allow_pickle: bool = False, require_config: bool = True):
+        self.source = source
+        self.allow_pickle = allow_pickle
+        self._json_cache: dict = {}
+        self.raw_config = self.json(names.CONFIG_FILE) or {}
+        self.loader = formats.loader_for(self, require_config=require_config)
+
+    # -- what the preset is ---------------------------------------------------------------------
+
+    @property
+    def handle(self) -> str:
+        return self.source.handle
+
+    @property
+    def directory(self) -> pathlib.Path | None:
+        """The local folder its fetched files lie in (a hub cache snapshot for hub presets)."""
+        return self.source.directory
+
+    @property
+    def root(self) -> pathlib.Path | None:
+        return self.source.root
+
+    @property
+    def format(self):
+        return self.loader
 
     @property
     def format_name(self) -> str:
-        return self.format.NAME
+        return self.loader.NAME
 
     @property
-    def config_path(self) -> pathlib.Path:
-        return self.directory / files.CONFIG_FILE
-
-    def _require_config(self) -> None:
-        if self.format is None:
-            raise FileNotFoundError(
-                f"config.json is missing from preset directory {str(self.directory)!r} (preset {self.handle!r})."
-            )
-
-    @functools.cached_property
     def class_name(self) -> str:
         """The backbone class the preset holds (e.g. "RobertaBackbone")."""
-        self._require_config()
-        return self.format.class_name(self.raw_config, self.config_path)
+        return self.loader.backbone_class_name()
 
     def parse(self, overrides: dict | None = None) -> tuple[str, dict, dict]:
         """(class name, stored constructor config, table dims); `overrides` are the
         constructor arguments the caller will pass (some formats need them to decide)."""
-        self._require_config()
-        return self.format.parse_config(self.raw_config, self.config_path, overrides or {})
+        spec = self.loader.backbone_spec(overrides)
+        return spec.class_name, dict(spec.config), dict(spec.dims)
 
     @property
     def max_sequence_length(self) -> int | None:
         """The backbone's max_sequence_length as the config states it (derived by the
         format, e.g. transformers' max_position_embeddings minus its reserved rows), or None."""
-        return None if self.format is None else self.format.max_sequence_length(self.raw_config)
+        return self.loader.max_sequence_length()
 
-    def file(self, name: str) -> pathlib.Path | None:
-        """The path of one of the preset's files, or None when it has no such file."""
-        return files.preset_file(self.directory, name, self.root)
+    # -- files --------------------------------------------------------------------------------
 
-    def json(self, name: str, *, required: bool = False):
-        """A JSON object file of the preset (read once, then cached), or None if absent."""
+    def file(self, name: str, *, required: bool = False) -> pathlib.Path | None:
+        """The local path of one of the preset's files (fetched now if needed), or None when
+        the preset has no such file (FileNotFoundError naming it when `required`)."""
+        path = self.source.fetch(check_preset_path(name))
+        if path is None:
+            if required:
+                raise FileNotFoundError(self.source.missing(name))
+            return None
+        real, trusted = path.resolve(), pathlib.Path(self.source.root).resolve()
+        if trusted != real and trusted not in real.parents:
+            # Never quote or open the target: it is not the preset's.
+            raise ValueError(f"{path} leads outside the preset ({trusted}); refusing to read it.")
+        return path
+
+    def json(self, name: str, *, required: bool = False, expect=dict):
+        """A JSON file of the preset (read once, then cached), or None if absent."""
         if name not in self._json_cache:
-            path = self.file(name)
+            path = self.file(name, required=required)
             if path is None:
-                if required:
-                    raise FileNotFoundError(f"{name} is missing from preset {self.handle!r} ({self.directory}).")
                 return None
-            self._json_cache[name] = files.read_json(path)
+            self._json_cache[name] = files.read_json(path, expect=expect)
         return self._json_cache[name]
+
+    def missing(self, what: str) -> str:
+        """The message for a required file the preset lacks (says "no network" when offline)."""
+        return self.source.missing(what)
+
+    def subpreset(self, path: str) -> "Preset":
+        """The preset a folder inside this one holds (a sentence-transformers module)."""
+        return Preset(SubfolderSource(self.source, check_preset_path(path)), allow_pickle=self.allow_pickle)
+
+    def local_files(self) -> dict[str, int]:
+        """{relative name: size} of the files fetched so far (all of them for a local preset)."""
+        directory = self.directory
+        if directory is None or not directory.is_dir():
+            return {}
+        return {
+            str(p.relative_to(directory)): p.stat().st_size for p in sorted(directory.rglob("*")) if p.is_file()
+        }
+
+    # -- weights (the backbone's, through the format) -------------------------------------------
 
     def read_tensors(self):
         """({source key: SourceTensor}, description of the files): headers only, no data."""
-        self._require_config()
-        return self.format.read_tensors(self.directory, allow_pickle=self.allow_pickle, root=self.root)
+        return self.loader.read_backbone_tensors()
 
     def layer_indices(self, source_keys) -> set[int]:
         """The encoder layer indices present among `source_keys` (the weights' structure)."""
-        pattern = re.compile(self.format.LAYER_KEY_PATTERN)
-        indices = set()
-        for key in source_keys:
-            match = pattern.match(key)
-            if match:
-                indices.add(int(match.group(1) or 0))
-        return indices
-
-    def __post_init__(self):
-        self._json_cache: dict = {}
+        return self.loader.layer_indices(source_keys)
 
     def __repr__(self) -> str:
-        return f"Preset({self.handle!r}, format={self.format_name!r}, class_name={self.class_name!r}, directory={str(self.directory)!r})"
+        described = f", class_name={self.class_name!r}" if self.raw_config else ""
+        return f"Preset({self.handle!r}, format={self.format_name!r}{described}, source={self.source.describe()!r})"
 
 
 def open_preset(preset, *, allow_pickle: bool = False, require_config: bool = True) -> Preset:
     """Resolve `preset` (any form, or an existing Preset) and classify its config.json.
 
     `require_config=False` accepts a directory without config.json (a tokenizer-only
-    preset, as keras_hub's tokenizers save them); its `format` is None."""
-    if isinstance(preset, Preset):
-        if allow_pickle and not preset.allow_pickle:
-            return dataclasses.replace(preset, allow_pickle=True)
-        return preset
+    preset, as keras_hub's tokenizers save them); its loader then serves tokenizers only."""
     if not isinstance(allow_pickle, bool):
         raise TypeError(f"`allow_pickle` must be a bool; got {type(allow_pickle).__name__} ({allow_pickle!r}).")
-    location = resolve.resolve_preset(preset, allow_pickle=allow_pickle)
-    config_path = files.preset_file(location.directory, files.CONFIG_FILE, location.root)
-    if config_path is None:
-        if require_config:
-            raise FileNotFoundError(
-                f"config.json is missing from preset directory {str(location.directory)!r} "
-                f"(preset {location.handle!r})."
-            )
-        raw, fmt = {}, None
-    else:
-        raw = files.read_json(config_path)
-        fmt = formats.detect_format(raw, config_path)
-    return Preset(
-        handle=location.handle,
-        directory=location.directory,
-        root=location.root,
-        format=fmt,
-        raw_config=raw,
-        allow_pickle=allow_pickle,
-    )
+    if isinstance(preset, Preset):
+        if allow_pickle and not preset.allow_pickle:  # the same files, read with the opt-in
+            return Preset(preset.source, allow_pickle=True, require_config=require_config)
+        return preset
+    if isinstance(preset, SOURCES):  # e.g. a task's `preset_source`: the same files again
+        return Preset(preset, allow_pickle=allow_pickle, require_config=require_config)
+    return Preset(resolve.resolve_preset(preset), allow_pickle=allow_pickle, require_config=require_config)

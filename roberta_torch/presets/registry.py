@@ -2,7 +2,7 @@
 
 Each row names the keras_hub backbone class, the versioned Kaggle handle keras-hub 0.32
 loads it from, the exact parameter count keras-hub publishes, and the architecture, so
-`from_preset(name, load_weights=False)` builds offline.
+`from_preset(name, load_weights=False)` builds offline (the shipped tiny preset too).
 
 The three XLM-R-architecture embedding presets (bge_m3, multilingual_e5_*) are listed in
 keras-hub with a parameter count only; their configs below are the unique ones that match
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import pathlib
 
-from . import files
 
 # The directory (inside this package) of presets that ship with roberta_torch.
 PACKAGE_HANDLE_PREFIX = "package://"
@@ -106,13 +105,14 @@ BUILTIN_PRESETS: dict[str, dict] = {
         ),
         "config": _XLM_ROBERTA_LARGE,
     },
-    # Shipped inside the package; its config and parameter count are read from its files.
+    # Shipped inside the package (tools/make_tiny_preset.py wrote it; a test checks that this
+    # row equals its config.json and metadata.json).
     "roberta_tiny_random": {
         "class_name": "RobertaBackbone",
         "handle": PACKAGE_HANDLE_PREFIX + "assets/presets/roberta_tiny_random",
-        "params": None,
+        "params": 54_016,
         "description": "A tiny RoBERTa with random weights and a small BPE vocabulary, for tests.",
-        "config": None,
+        "config": _config(1024, 2, 2, 32, 64, 128),
     },
 }
 
@@ -130,33 +130,12 @@ def package_preset_dir(handle: str) -> pathlib.Path:
     return directory
 
 
-def count_parameters(config: dict) -> int:
-    """Parameter count of a RobertaBackbone config (keras-hub's `count_params()`)."""
-    v, h, i = config["vocabulary_size"], config["hidden_dim"], config["intermediate_dim"]
-    embeddings = v * h + config["max_sequence_length"] * h + 2 * h
-    attention = 4 * (h * h + h) + 2 * h  # q, k, v, output dense + LayerNorm
-    feedforward = (h * i + i) + (i * h + h) + 2 * h  # two dense + LayerNorm
-    return embeddings + config["num_layers"] * (attention + feedforward)
-
-
 def preset_metadata(name: str) -> dict:
-    """Metadata of one builtin: description, params, handle, class_name, config.
-
-    The shipped package preset reads its config from its own config.json; its `config` and
-    `params` are None when the package was installed without it.
-    """
+    """Metadata of one builtin (a copy): description, params, handle, class_name, config."""
     if name not in BUILTIN_PRESETS:
         raise KeyError(name)
     row = dict(BUILTIN_PRESETS[name])
-    row["config"] = dict(row["config"]) if row["config"] is not None else None
-    if row["handle"].startswith(PACKAGE_HANDLE_PREFIX):
-        config_path = package_preset_dir(row["handle"]) / files.CONFIG_FILE
-        if config_path.is_file():
-            stored = files.read_json(config_path)
-            arch = {k: stored["config"][k] for k in _ROBERTA_BASE if k in stored["config"]}
-            row["config"] = arch
-            row["class_name"] = stored.get("class_name", row["class_name"])
-            row["params"] = count_parameters(arch)
+    row["config"] = dict(row["config"])
     return row
 
 
@@ -171,6 +150,17 @@ def presets_for_classes(class_names) -> dict[str, dict]:
 def builtin_architecture(preset) -> tuple[str, dict] | None:
     """(class name, config) of a builtin whose architecture is known without a download."""
     row = BUILTIN_PRESETS.get(preset) if isinstance(preset, str) else None
-    if row is None or row["config"] is None:
+    if row is None:
         return None
     return row["class_name"], dict(row["config"])
+
+
+# The builtin embedding presets' documented settings (keras_hub: bge-m3 "uses CLS token pooling
+# with L2 normalization"; multilingual-e5 "prefix inputs with 'query: ' ... 'passage: '"; the
+# e5 model cards mean-pool and normalize). Their Kaggle files are plain Keras backbones.
+_E5 = {"pooling": ("mean",), "normalize": True, "prompts": {"query": "query: ", "passage": "passage: "}}
+EMBEDDING_DEFAULTS = {
+    "bge_m3": {"pooling": ("cls",), "normalize": True, "prompts": {}},
+    "multilingual_e5_base": _E5,
+    "multilingual_e5_large": _E5,
+}

@@ -12,7 +12,8 @@ transformers repository
     sentencepiece.bpe.model, or tokenizer.json       (XLM-R)
 
 The kind is read, in order, from a Keras tokenizer.json, then the backbone class the
-preset's config.json names, then from which files exist.
+preset's loader names, then from which files exist. Every file is read through the `Preset`
+(`Preset.file`), which fetches it on demand and refuses links out of the preset.
 """
 
 from __future__ import annotations
@@ -20,17 +21,17 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-from . import files
+from . import names
 
 TOKENIZER_CLASS_NAMES = ("RobertaTokenizer", "XLMRobertaTokenizer")
-_BACKBONE_TOKENIZERS = {"RobertaBackbone": "RobertaTokenizer", "XLMRobertaBackbone": "XLMRobertaTokenizer"}
+BACKBONE_TOKENIZERS = {"RobertaBackbone": "RobertaTokenizer", "XLMRobertaBackbone": "XLMRobertaTokenizer"}
 # Keras tokenizer config keys that our constructors take.
 _KERAS_CONFIG_KEYS = {
     "RobertaTokenizer": ("sequence_length", "add_prefix_space", "unsplittable_tokens"),
     "XLMRobertaTokenizer": ("sequence_length",),
 }
-ROBERTA_FILE_PAIRS = ((files.KERAS_VOCABULARY_JSON, files.KERAS_MERGES), (files.HF_VOCAB_JSON, files.HF_MERGES))
-SENTENCEPIECE_FILES = (files.KERAS_VOCABULARY_SPM, files.HF_SENTENCEPIECE)
+ROBERTA_FILE_PAIRS = ((names.KERAS_VOCABULARY_JSON, names.KERAS_MERGES), (names.HF_VOCAB_JSON, names.HF_MERGES))
+SENTENCEPIECE_FILES = (names.KERAS_VOCABULARY_SPM, names.HF_SENTENCEPIECE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +63,9 @@ def _is_hf_spec(spec) -> bool:
     return isinstance(spec, dict) and isinstance(spec.get("model"), dict)
 
 
-def tokenizer_class_name(preset) -> str:
-    """The tokenizer class name of a `Preset`."""
-    spec = preset.json(files.KERAS_TOKENIZER_FILE)
+def tokenizer_class_name(preset, default_class: str | None = None) -> str:
+    """The tokenizer class name of a `Preset` (`default_class`: what its backbone implies)."""
+    spec = preset.json(names.KERAS_TOKENIZER_FILE)
     if _is_keras_spec(spec):
         name = spec["class_name"]
         if name not in TOKENIZER_CLASS_NAMES:
@@ -73,8 +74,8 @@ def tokenizer_class_name(preset) -> str:
                 f"{', '.join(TOKENIZER_CLASS_NAMES)}."
             )
         return name
-    if preset.format is not None and preset.class_name in _BACKBONE_TOKENIZERS:
-        return _BACKBONE_TOKENIZERS[preset.class_name]
+    if default_class is not None:
+        return default_class
     if any(preset.file(name) for name in SENTENCEPIECE_FILES):
         return "XLMRobertaTokenizer"
     if any(preset.file(vocabulary) for vocabulary, _ in ROBERTA_FILE_PAIRS):
@@ -86,21 +87,22 @@ def tokenizer_class_name(preset) -> str:
         if model_type == "Unigram":
             return "XLMRobertaTokenizer"
     raise FileNotFoundError(
-        f"No RoBERTa / XLM-R tokenizer found in {str(preset.directory)!r}: expected a Keras "
+        f"No RoBERTa / XLM-R tokenizer found in {preset.source.describe()!r}: expected a Keras "
         "tokenizer.json with assets/tokenizer/, or vocab.json + merges.txt, "
         "sentencepiece.bpe.model or a transformers tokenizer.json."
     )
 
 
-def tokenizer_spec(preset) -> TokenizerSpec:
-    """Everything needed to build the tokenizer of `preset` (files checked to exist)."""
-    class_name = tokenizer_class_name(preset)
-    spec = preset.json(files.KERAS_TOKENIZER_FILE)
+def tokenizer_spec(preset, default_class: str | None = None) -> TokenizerSpec:
+    """Everything needed to build the tokenizer of `preset` (files checked to exist; called
+    by the preset's loader, `PresetLoader.tokenizer_spec`)."""
+    class_name = tokenizer_class_name(preset, default_class)
+    spec = preset.json(names.KERAS_TOKENIZER_FILE)
     config = {}
     if _is_keras_spec(spec):
         saved = spec.get("config") or {}
         config = {key: saved[key] for key in _KERAS_CONFIG_KEYS[class_name] if saved.get(key) is not None}
-    hf_json = preset.file(files.HF_TOKENIZER_FILE) if _is_hf_spec(spec) else None
+    hf_json = preset.file(names.HF_TOKENIZER_FILE) if _is_hf_spec(spec) else None
     common = dict(class_name=class_name, config=config, hf_tokenizer_json=hf_json, source=str(preset.handle))
     if class_name == "RobertaTokenizer":
         for vocabulary_name, merges_name in ROBERTA_FILE_PAIRS:
@@ -110,7 +112,7 @@ def tokenizer_spec(preset) -> TokenizerSpec:
         if hf_json is None:
             tried = ", ".join(f"{v} + {m}" for v, m in ROBERTA_FILE_PAIRS)
             raise FileNotFoundError(
-                f"No RoBERTa vocabulary in {str(preset.directory)!r}: tried {tried} and a transformers tokenizer.json."
+                f"No RoBERTa vocabulary in {preset.source.describe()!r}: tried {tried} and a transformers tokenizer.json."
             )
         return TokenizerSpec(**common)
     for name in SENTENCEPIECE_FILES:
@@ -119,7 +121,7 @@ def tokenizer_spec(preset) -> TokenizerSpec:
             return TokenizerSpec(proto=proto, **common)
     if hf_json is None:
         raise FileNotFoundError(
-            f"No XLM-R sentencepiece model in {str(preset.directory)!r}: tried "
+            f"No XLM-R sentencepiece model in {preset.source.describe()!r}: tried "
             f"{', '.join(SENTENCEPIECE_FILES)} and a transformers tokenizer.json."
         )
     return TokenizerSpec(**common)
@@ -149,7 +151,7 @@ def keras_tokenizer_config(tokenizer) -> dict:
         tokenizer.keras_class_name,
         tokenizer.keras_config_name,
         "int32",
-        files.KERAS_TOKENIZER_FILE,
+        names.KERAS_TOKENIZER_FILE,
         tokenizer.keras_extra_config(),
     )
 
@@ -158,4 +160,4 @@ def keras_preprocessor_config(tokenizer, module: str, class_name: str, name: str
     """The preprocessor.json keras_hub writes: its class, the tokenizer's config nested, then
     `settings` (sequence_length, truncate, masking rates, ...)."""
     nested = {"tokenizer": keras_tokenizer_config(tokenizer)}
-    return _keras_layer(module, class_name, name, "float32", files.KERAS_PREPROCESSOR_FILE, settings, nested)
+    return _keras_layer(module, class_name, name, "float32", names.KERAS_PREPROCESSOR_FILE, settings, nested)

@@ -14,22 +14,26 @@ Writing (`save`, format="transformers") walks the same table backwards: reserved
 rows and the token types become zeros (the positions carry the sum), except for a model
 loaded from a transformers checkpoint, whose originals the loader kept
 (`TransformersSource`), so that writing it back is tensor-for-tensor identical. Task models
-add head rows and config fields through `TaskExport`.
+add head rows and config fields through `TaskExport`. Shards are split by huggingface_hub's
+`split_torch_state_dict_into_shards` (what save_pretrained uses).
+
+`TransformersLoader` serves every component of a transformers checkpoint: the backbone, a
+task model (`architectures`, or the head tensors the file holds), and the tokenizer files.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import pathlib
 
 import torch
 
-from . import files
-from .files import PICKLE_FILE, PICKLE_INDEX, SAFETENSORS_FILE, SAFETENSORS_INDEX
+from . import bge_m3_files, files, names
+from .loader import BackboneSpec, PresetLoader, StoredTask, TaskTensors
 from .mapping import COPY, Row, SourceTensor, Transform, source_tensors_from_state_dict, table_rows
+from .names import PICKLE_FILE, PICKLE_INDEX, SAFETENSORS_FILE, SAFETENSORS_INDEX
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +51,9 @@ LAYER_NORM_EPSILON = 1e-5
 # Buffers that hold no weights (transformers' position_ids / token_type_ids helpers).
 IGNORED_PREFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
 # Task heads of transformers' task models: a backbone leaves them (and logs that it did).
-HEAD_PREFIXES = ("pooler.", "lm_head.", "classifier.", "qa_outputs.")
+# RobertaModel's pooler (dense + tanh over <s>) is no task head: the loader keeps it in the
+# model's TransformersSource record and writes it back.
+HEAD_PREFIXES = ("lm_head.", "classifier.", "qa_outputs.")
 
 # Position rows below pad_token_id + 1 are reserved; the inverse puts zeros there.
 SKIP_RESERVED_POSITIONS = Transform(
@@ -118,13 +124,6 @@ def table_dims(config: dict, parsed_dims: dict) -> dict:
     return parsed_dims
 
 
-def class_name(raw: dict, path) -> str:
-    model_type = raw.get("model_type")
-    if model_type not in MODEL_TYPES:
-        return parse_config(raw, path, {})[0]  # raises the unsupported-type error
-    return MODEL_TYPES[model_type]
-
-
 def position_offset(raw: dict) -> int:
     """transformers' reserved position rows: pad_token_id + 1 (2 in every real checkpoint)."""
     pad = raw.get("pad_token_id", 1)
@@ -137,15 +136,7 @@ def max_sequence_length(raw: dict) -> int | None:
     return rows - position_offset(raw) if isinstance(rows, int) and not isinstance(rows, bool) else None
 
 
-def hub_weight_candidates(allow_pickle: bool) -> tuple[str, ...]:
-    return (SAFETENSORS_FILE, SAFETENSORS_INDEX) + ((PICKLE_FILE, PICKLE_INDEX) if allow_pickle else ())
-
-
-def is_config(config: dict) -> bool:
-    return "model_type" in config
-
-
-def parse_config(hf_config: dict, path, overrides: dict) -> tuple[str, dict, dict]:
+def parse_config(hf_config: dict, path, overrides: dict) -> BackboneSpec:
     """transformers config -> (class name, our constructor config, dims for the table).
 
     Raises one ValueError naming every field this architecture cannot represent.
@@ -228,7 +219,7 @@ def parse_config(hf_config: dict, path, overrides: dict) -> tuple[str, dict, dic
         "max_sequence_length": sequence_length,
     }
     dims = {"num_heads": heads, "position_offset": offset, "type_vocab_size": type_vocab_size}
-    return MODEL_TYPES[model_type], config, dims
+    return BackboneSpec(MODEL_TYPES[model_type], config, dims)
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -236,10 +227,7 @@ def parse_config(hf_config: dict, path, overrides: dict) -> tuple[str, dict, dic
 
 def read_pickle(path: pathlib.Path) -> dict[str, SourceTensor]:
     """pytorch_model.bin through torch.load(weights_only=True): tensors only, no code."""
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"Cannot read {path} with torch.load(weights_only=True): {error}") from error
+    state_dict = files.read_pickle(path)
     if not isinstance(state_dict, dict):
         raise ValueError(f"{path} holds a {type(state_dict).__name__}, not a state dict.")
     out = {}
@@ -251,16 +239,13 @@ def read_pickle(path: pathlib.Path) -> dict[str, SourceTensor]:
     return out
 
 
-def _read_index(directory: pathlib.Path, index_name: str, read_file, root) -> dict[str, SourceTensor]:
-    index = directory / index_name
+def _read_index(preset, index: pathlib.Path, read_file) -> dict[str, SourceTensor]:
     weight_map = files.read_weight_map(index)
     out: dict[str, SourceTensor] = {}
     for name in sorted({shard for shards in weight_map.values() for shard in shards}):
-        shard = files.preset_file(directory, name, root)
+        shard = preset.file(name)
         if shard is None:
-            raise FileNotFoundError(
-                f"Shard {name} named by {index_name} is missing from directory {str(directory)!r}."
-            )
+            raise FileNotFoundError(preset.missing(f"Shard {name} named by {index.name}"))
         for key, tensor in read_file(shard).items():
             if key in out:
                 raise ValueError(f"Tensor {key!r} appears in both {out[key].file} and {shard.name}.")
@@ -274,38 +259,37 @@ def _read_index(directory: pathlib.Path, index_name: str, read_file, root) -> di
     return out
 
 
-def read_tensors(
-    directory: pathlib.Path, *, allow_pickle: bool = False, root=None
-) -> tuple[dict[str, SourceTensor], str]:
-    """All tensors of a transformers checkpoint directory, with keys normalized: the
-    `roberta.` prefix of task models removed, legacy LayerNorm `gamma`/`beta` renamed.
-    Returns (tensors, description of the files read)."""
-    def present(name):
-        return files.preset_file(directory, name, root) is not None
-
-    if present(SAFETENSORS_FILE):
-        raw, described = files.read_safetensors(directory / SAFETENSORS_FILE), str(directory / SAFETENSORS_FILE)
-    elif present(SAFETENSORS_INDEX):
-        raw = _read_index(directory, SAFETENSORS_INDEX, files.read_safetensors, root)
-        described = str(directory / SAFETENSORS_INDEX)
-    elif present(PICKLE_FILE) or present(PICKLE_INDEX):
-        pickle_name = PICKLE_FILE if present(PICKLE_FILE) else PICKLE_INDEX
-        if not allow_pickle:
-            raise ValueError(
-                f"{directory} holds only {pickle_name} (a pickle), which is not loaded by default. Pass "
-                "allow_pickle=True to load it with torch.load(weights_only=True), or convert it to "
-                "safetensors first."
-            )
-        if pickle_name == PICKLE_FILE:
-            raw, described = read_pickle(directory / PICKLE_FILE), str(directory / PICKLE_FILE)
-        else:
-            raw, described = _read_index(directory, PICKLE_INDEX, read_pickle, root), str(directory / PICKLE_INDEX)
-    else:
+def read_tensors(preset) -> tuple[dict[str, SourceTensor], str]:
+    """All tensors of a transformers checkpoint, with keys normalized: the `roberta.` prefix
+    of task models removed, legacy LayerNorm `gamma`/`beta` renamed. Pickles are read only
+    with the preset's allow_pickle opt-in. Returns (tensors, description of the files read)."""
+    for name, index in ((SAFETENSORS_FILE, False), (SAFETENSORS_INDEX, True)):
+        path = preset.file(name)
+        if path is not None:
+            raw = _read_index(preset, path, files.read_safetensors) if index else files.read_safetensors(path)
+            return _normalize_keys(raw, str(path)), str(path)
+    if preset.allow_pickle:
+        for name, index in ((PICKLE_FILE, False), (PICKLE_INDEX, True)):
+            path = preset.file(name)
+            if path is not None:
+                raw = _read_index(preset, path, read_pickle) if index else read_pickle(path)
+                return _normalize_keys(raw, str(path)), str(path)
+    elif not preset.source.remote:  # a local pickle is found without downloading it
+        for name in (PICKLE_FILE, PICKLE_INDEX):
+            if preset.file(name) is not None:
+                raise ValueError(
+                    f"{preset.source.describe()} holds only {name} (a pickle), which is not loaded by default. Pass "
+                    "allow_pickle=True to load it with torch.load(weights_only=True), or convert it to "
+                    "safetensors first."
+                )
+    if not preset.source.remote:
         raise FileNotFoundError(
-            f"No transformers weights in directory {str(directory)!r}: expected {SAFETENSORS_FILE}, "
+            f"No transformers weights in directory {str(preset.directory)!r}: expected {SAFETENSORS_FILE}, "
             f"{SAFETENSORS_INDEX} (or {PICKLE_FILE} with allow_pickle=True)."
         )
-    return _normalize_keys(raw, described), described
+    tried = f"{SAFETENSORS_FILE}, {SAFETENSORS_INDEX}" + (f", {PICKLE_FILE}, {PICKLE_INDEX}" if preset.allow_pickle else "")
+    hint = "" if preset.allow_pickle else " A repository with only pytorch_model.bin needs allow_pickle=True."
+    raise FileNotFoundError(preset.missing(f"No weights file (tried {tried})") + hint)
 
 
 def _normalize_keys(raw: dict[str, SourceTensor], described: str) -> dict[str, SourceTensor]:
@@ -346,24 +330,31 @@ class TransformersSource:
     token_types: torch.Tensor
     pooler: dict
 
+    @property
+    def source_keys(self) -> tuple[str, ...]:
+        """Checkpoint keys kept here that no model tensor holds (the pooler)."""
+        return tuple(self.pooler)
 
-SOURCE_ATTRIBUTE = "transformers_source"
+
 POOLER_KEYS = ("pooler.dense.weight", "pooler.dense.bias")
 
 
-def remember_source(model, source: dict, dims: dict) -> None:
-    """Keep (on CPU) the checkpoint tensors writing needs to reproduce it exactly."""
+def source_record(source: dict, dims: dict) -> TransformersSource:
+    """The checkpoint tensors writing needs to reproduce it exactly (copied to CPU)."""
     pooler = {k: source[k].load().detach().cpu().clone() for k in POOLER_KEYS if k in source}
-    if len(pooler) != len(POOLER_KEYS):
-        pooler = {}
-    setattr(
-        model,
-        SOURCE_ATTRIBUTE,
-        TransformersSource(
-            positions=source["embeddings.position_embeddings.weight"].load().detach().cpu().clone(),
-            token_types=source["embeddings.token_type_embeddings.weight"].load().detach().cpu().clone(),
-            pooler=pooler,
-        ),
+    hidden = source["embeddings.word_embeddings.weight"].shape[1] if "embeddings.word_embeddings.weight" in source else None
+    shapes_fit = len(pooler) == len(POOLER_KEYS) and tuple(pooler[POOLER_KEYS[0]].shape) == (hidden, hidden) and tuple(
+        pooler[POOLER_KEYS[1]].shape
+    ) == (hidden,)
+    if pooler and shapes_fit:
+        logger.info(
+            "Kept transformers' pooler (pooler.dense.*: a dense layer + tanh over <s>, which keras_hub's backbone "
+            "does not have) to write it back with the model."
+        )
+    return TransformersSource(
+        positions=source["embeddings.position_embeddings.weight"].load().detach().cpu().clone(),
+        token_types=source["embeddings.token_type_embeddings.weight"].load().detach().cpu().clone(),
+        pooler=pooler if shapes_fit else {},
     )
 
 
@@ -371,7 +362,6 @@ def remember_source(model, source: dict, dims: dict) -> None:
 
 ARCHITECTURES = {"RobertaBackbone": ("roberta", "RobertaModel"), "XLMRobertaBackbone": ("xlm-roberta", "XLMRobertaModel")}
 DEFAULT_MAX_SHARD_SIZE = "50GB"  # transformers 5's save_pretrained default
-SHARD_NAME = "model-{index:05d}-of-{count:05d}.safetensors"
 PAD_TOKEN_ID, BOS_TOKEN_ID, EOS_TOKEN_ID = 1, 0, 2
 _SIZE_UNITS = (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3))
 
@@ -433,7 +423,7 @@ def _model_dtype(model) -> torch.dtype:
 def _folded_positions(model, dims: dict, dtype: torch.dtype):
     """(position table, token-type table) for transformers, see TransformersSource."""
     current = model.position_embedding.weight.detach().cpu()
-    kept = getattr(model, SOURCE_ATTRIBUTE, None)
+    kept = getattr(model, "transformers_source", None)
     offset = dims["position_offset"]
     if not isinstance(kept, TransformersSource) or (
         tuple(kept.positions.shape) != (current.shape[0] + offset, current.shape[1])
@@ -467,7 +457,7 @@ def backbone_tensors(model, *, pooler: bool = True) -> dict[str, torch.Tensor]:
     out["embeddings.position_embeddings.weight"] = positions
     out["embeddings.token_type_embeddings.weight"] = token_types
     if pooler:
-        kept = getattr(model, SOURCE_ATTRIBUTE, None)
+        kept = getattr(model, "transformers_source", None)
         hidden = model.hidden_dim
         if isinstance(kept, TransformersSource) and kept.pooler and tuple(kept.pooler[POOLER_KEYS[0]].shape) == (hidden, hidden):
             out.update({k: v.to(dtype) for k, v in kept.pooler.items()})
@@ -530,51 +520,33 @@ def _storage_bytes(tensor: torch.Tensor) -> int:
     return tensor.numel() * tensor.element_size()
 
 
-def split_shards(tensors: dict, max_shard_size: int) -> list[dict]:
-    """huggingface_hub's split (what save_pretrained uses): tensors in order, a new shard when
-    the next would pass the limit; a tensor larger than the limit gets a shard of its own."""
-    shards, current, current_size = [], {}, 0
-    for key, tensor in tensors.items():
-        size = _storage_bytes(tensor)
-        if size > max_shard_size:
-            shards.append({key: tensor})
-            continue
-        if current and current_size + size > max_shard_size:
-            shards.append(current)
-            current, current_size = {}, 0
-        current[key] = tensor
-        current_size += size
-    if current:
-        shards.append(current)
-    return shards
-
-
 def write_weights(directory: pathlib.Path, tensors: dict, max_shard_size) -> list[str]:
-    """model.safetensors, or shards + model.safetensors.index.json above `max_shard_size`;
-    returns the file names written (the index last)."""
+    """model.safetensors, or shards + model.safetensors.index.json above `max_shard_size`
+    (split by huggingface_hub, as save_pretrained does); returns the file names written (the
+    index last)."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+
     limit = parse_shard_size(max_shard_size)
     save_file = files.import_safetensors().torch.save_file
-    shards = split_shards(tensors, limit)
-    if len(shards) <= 1:
+    split = split_torch_state_dict_into_shards(tensors, max_shard_size=limit, filename_pattern="model{suffix}.safetensors")
+    if not split.is_sharded:
         with files.atomic_output(directory / SAFETENSORS_FILE) as temporary:
             save_file(tensors, str(temporary), metadata={"format": "pt"})
         return [SAFETENSORS_FILE]
-    weight_map, names = {}, []
-    for index, shard in enumerate(shards, start=1):
-        name = SHARD_NAME.format(index=index, count=len(shards))
-        with files.atomic_output(directory / name) as temporary:
-            save_file(shard, str(temporary), metadata={"format": "pt"})
-        weight_map.update(dict.fromkeys(shard, name))
-        names.append(name)
+    names_written = []
+    for name, keys in split.filename_to_tensors.items():
+        with files.atomic_output(directory / files.check_shard_name(name, SAFETENSORS_INDEX)) as temporary:
+            save_file({key: tensors[key] for key in keys}, str(temporary), metadata={"format": "pt"})
+        names_written.append(name)
     index = {
         "metadata": {
             "total_parameters": sum(t.numel() for t in tensors.values()),
             "total_size": sum(_storage_bytes(t) for t in tensors.values()),
         },
-        "weight_map": dict(sorted(weight_map.items())),
+        "weight_map": dict(sorted(split.tensor_to_filename.items())),
     }
     files.write_json(directory / SAFETENSORS_INDEX, index)
-    return [*names, SAFETENSORS_INDEX]
+    return [*names_written, SAFETENSORS_INDEX]
 
 
 def save(model, directory: pathlib.Path, *, max_shard_size=DEFAULT_MAX_SHARD_SIZE, task: TaskExport | None = None) -> None:
@@ -585,4 +557,134 @@ def save(model, directory: pathlib.Path, *, max_shard_size=DEFAULT_MAX_SHARD_SIZ
     tensors = export_tensors(model, task)
     write_weights(directory, tensors, max_shard_size)
     type_vocab_size = tensors[("roberta." if task else "") + "embeddings.token_type_embeddings.weight"].shape[0]
-    files.write_json(directory / files.CONFIG_FILE, transformers_config(model, type_vocab_size=type_vocab_size, task=task))
+    files.write_json(directory / names.CONFIG_FILE, transformers_config(model, type_vocab_size=type_vocab_size, task=task))
+
+
+# -- the loader ---------------------------------------------------------------------------------
+
+# transformers architecture suffix -> task kind.
+TASK_KINDS = {
+    "ForSequenceClassification": "text_classifier",
+    "ForMaskedLM": "masked_lm",
+    "ForTokenClassification": "token_classifier",
+    "ForQuestionAnswering": "question_answerer",
+}
+# The tensors that show which head a checkpoint holds when its `architectures` does not say
+# (first match wins; the classifier's are told apart by their names).
+_HEAD_TENSORS = (
+    ("classifier.out_proj.weight", "text_classifier"),
+    ("classifier.weight", "token_classifier"),
+    ("qa_outputs.weight", "question_answerer"),
+    ("lm_head.dense.weight", "masked_lm"),
+)
+
+
+def _task_class(kind: str, backbone_class_name: str, classes) -> type:
+    for task_cls in classes:
+        if task_cls.task_kind == kind and task_cls.backbone_cls.keras_class_name == backbone_class_name:
+            return task_cls
+    raise ValueError(f"No {kind} task for a {backbone_class_name}.")
+
+
+def head_config(kind: str, raw: dict, num_classes: int | None = None) -> dict:
+    """The head's constructor arguments from a transformers config.json (`num_classes`: the
+    head tensors' count, when they say)."""
+    if kind == "masked_lm":
+        return {}
+    if kind == "question_answerer":
+        return {"dropout": 0.0}  # RobertaForQuestionAnswering has no dropout before qa_outputs
+    classifier_dropout = raw.get("classifier_dropout")
+    dropout = classifier_dropout if classifier_dropout is not None else raw.get("hidden_dropout_prob", 0.1)
+    id2label = raw.get("id2label")
+    stated = len(id2label) if isinstance(id2label, dict) and id2label else raw.get("num_labels", 2)
+    config = {"num_classes": num_classes if num_classes is not None else stated, "dropout": dropout}
+    if isinstance(id2label, dict) and id2label and len(id2label) == config["num_classes"]:
+        config["id2label"] = id2label
+        config["label2id"] = raw.get("label2id")
+    if raw.get("problem_type") is not None:
+        config["problem_type"] = raw["problem_type"]
+    return config
+
+
+class TransformersLoader(PresetLoader):
+    """A transformers checkpoint (RobertaModel, XLMRobertaModel or one of their task models)."""
+
+    NAME = NAME
+    IGNORED_PREFIXES = IGNORED_PREFIXES
+    HEAD_PREFIXES = HEAD_PREFIXES
+    LAYER_KEY_PATTERN = LAYER_KEY_PATTERN
+
+    def __init__(self, preset, raw_config: dict):
+        super().__init__(preset, raw_config)
+        self._tensors = None
+
+    @classmethod
+    def is_config(cls, raw: dict) -> bool:
+        return "model_type" in raw
+
+    def parse_config(self, overrides: dict) -> BackboneSpec:
+        return parse_config(self.raw_config, self.preset.file(names.CONFIG_FILE), overrides)
+
+    def backbone_class_name(self) -> str:
+        # The model type says it; the other fields need not be complete for this (a
+        # tokenizer next to a partial config).
+        model_type = self.raw_config.get("model_type")
+        return MODEL_TYPES[model_type] if model_type in MODEL_TYPES else self.backbone_spec().class_name
+
+    def max_sequence_length(self) -> int | None:
+        return max_sequence_length(self.raw_config)
+
+    def read_backbone_tensors(self):
+        if self._tensors is None:  # headers only; read once for the task check and the load
+            self._tensors = read_tensors(self.preset)
+        return self._tensors
+
+    def conversion_rows(self, config: dict, model_keys=None) -> list[Row]:
+        return conversion_rows(config, model_keys)
+
+    def table_dims(self, config: dict, dims: dict) -> dict:
+        return table_dims(config, dims)
+
+    def source_record(self, source: dict, dims: dict) -> TransformersSource:
+        return source_record(source, dims)
+
+    # -- task -----------------------------------------------------------------------------------
+
+    def stored_task(self, classes) -> StoredTask:
+        """The head `architectures` names ("RobertaForSequenceClassification", ...); when it names
+        none (missing, "RobertaModel", a custom class), the head the file's tensors hold, so a
+        trained head is never replaced by a fresh one."""
+        backbone = self.backbone_class_name()
+        architectures = self.raw_config.get("architectures")
+        for architecture in architectures if isinstance(architectures, list) else []:
+            for suffix, kind in TASK_KINDS.items():
+                if isinstance(architecture, str) and architecture.endswith(suffix):
+                    task_cls = _task_class(kind, backbone, classes)
+                    return StoredTask(task_cls, head_config(kind, self.raw_config), f"config.json ({architecture})")
+        source, _ = self.read_backbone_tensors()
+        for key, kind in _HEAD_TENSORS:
+            if key in source:
+                count = source[key].shape[0] if kind in ("text_classifier", "token_classifier") else None
+                return StoredTask(
+                    _task_class(kind, backbone, classes),
+                    head_config(kind, self.raw_config, count),
+                    f"a checkpoint holding {key.rsplit('.', 1)[0]}.* (architectures={architectures!r})",
+                )
+        return StoredTask(None, {}, "a backbone checkpoint")
+
+    def read_task_tensors(self, task_cls) -> TaskTensors:
+        source, description = self.read_backbone_tensors()
+        ignored = tuple(p for p in IGNORED_PREFIXES if p.startswith("embeddings."))
+        return TaskTensors(dict(source), description, ignored, dict(task_cls.transformers_tied))
+
+    def task_rows(self, task_cls, backbone_config: dict) -> list[Row]:
+        rows = [
+            Row(row.source_key, "backbone." + row.model_key, row.transform, row.part, row.parts, row.add)
+            for row in conversion_rows(backbone_config)
+        ]
+        return rows + table_rows(task_cls.transformers_head_table)
+
+    # -- embedder -------------------------------------------------------------------------------
+
+    def bge_m3_heads(self, hidden_dim: int):
+        return bge_m3_files.read_heads(self.preset, hidden_dim)

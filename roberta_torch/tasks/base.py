@@ -73,9 +73,11 @@ class Task(nn.Module):
     keras_preprocessor: tuple[str, str] | None = None  # (module, class name)
     keras_head_table: tuple = ()
     keras_head_groups: tuple = ()
-    # transformers' architecture name ("RobertaFor...") and head table.
+    # transformers' architecture name ("RobertaFor...") and head table; tensors transformers
+    # ties to others (source key -> model key), checked equal when a file stores them.
     transformers_architecture: str | None = None
     transformers_head_table: tuple = ()
+    transformers_tied: dict = {}
     _classes: list = []  # every concrete task class, in definition order (RoBERTa, then XLM-R)
 
     def __init_subclass__(cls, **kwargs):
@@ -91,7 +93,9 @@ class Task(nn.Module):
                 f"Build one with {self.backbone_cls.__name__}.from_preset(preset)."
             )
         self.backbone = backbone
-        self.preset = None  # the Preset from_preset read (its tokenizer is saved with the task)
+        # Where from_preset read the task's files (a presets.sources object: plain data, so the
+        # model pickles and deep-copies): a Keras save writes that preset's tokenizer with it.
+        self.preset_source = None
 
     # -- config -----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..backbone import XLMRobertaBackbone
-from ..inputs import is_compiling
+from ..tracing import is_compiling
 from . import heads
 from .base import Task
 
@@ -63,13 +63,15 @@ class RobertaMaskedLM(Task):
     keras_head_groups = heads.KERAS_MASKED_LM_GROUPS
     transformers_architecture = "RobertaForMaskedLM"
     transformers_head_table = heads.TRANSFORMERS_MASKED_LM_TABLE
+    transformers_tied = heads.TRANSFORMERS_MASKED_LM_TIED
 
     def __init__(self, backbone):
         super().__init__(backbone)
         weight = backbone.token_embedding.weight
-        self.lm_head = heads.MaskedLMHead(backbone.hidden_dim, backbone.vocabulary_size)
+        with torch.device(weight.device):  # on meta when loading weights: nothing initialized
+            self.lm_head = heads.MaskedLMHead(backbone.hidden_dim, backbone.vocabulary_size)
         heads.init_head_linear_(self.lm_head.dense)
-        self.lm_head.to(device=weight.device, dtype=backbone.dtype_policy.variable_dtype)
+        self.lm_head.to(dtype=backbone.dtype_policy.variable_dtype)
 
     def head_config(self) -> dict:
         return {}

@@ -1,8 +1,9 @@
 """`task.save_to_preset(directory, format=...)`: every file a task writes, in one module.
 
 format="keras": the backbone's files (config.json, metadata.json, model.weights.h5), then
-task.json and task.weights.h5 with exactly the tree keras-hub 0.32 writes (every `vars`
-group with its layer name, keras's compile state `optimizer/vars/{0,1}`), so
+task.json and task.weights.h5 with exactly the tree keras-hub 0.32 writes
+(keras_format.write_task: every `vars` group with its layer name, keras's compile state
+`optimizer/vars/{0,1}`), so
 `keras_hub.models.TextClassifier.from_preset(dir)` / `MaskedLM.from_preset(dir)` load it.
 When the task came from a preset with a tokenizer, the tokenizer saves itself next to it and
 a matching preprocessor.json is written (keras_hub then runs the saved task on raw text).
@@ -21,18 +22,14 @@ from __future__ import annotations
 import logging
 import pathlib
 
-import torch
-
-from ..presets import files, keras_format, saving, tokenizer_files, transformers_format
-from ..presets.mapping import source_tensors_from_state_dict, table_rows
+from ..presets import files, keras_format, names, saving, tokenizer_files, transformers_format
+from ..presets.mapping import table_rows
+from ..presets.preset import open_preset
 from ..tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
 
 SAVE_FORMATS = ("keras", "transformers")
-# keras_hub compiles every task with Adam(5e-5); task.weights.h5 carries its two scalars.
-_KERAS_OPTIMIZER = {"optimizer/vars/0": torch.tensor(0, dtype=torch.int32),
-                    "optimizer/vars/1": torch.tensor(5e-5, dtype=torch.float32)}
 
 
 def save_task(task, directory, format: str | None = None, *, overwrite: bool = False, **options) -> pathlib.Path:
@@ -81,37 +78,21 @@ def _keras_head_config(task) -> dict:
 def _save_keras(task, directory: pathlib.Path) -> None:
     saving.write_backbone(task.backbone, directory, "keras")
     preprocessor = _save_keras_preprocessor(task, directory)
-    rows = table_rows(task.keras_head_table)
-    tensors = source_tensors_from_state_dict(rows, task.state_dict(), {})
-    tensors.update(_KERAS_OPTIMIZER)
-    groups = [("", task.keras_config_name), *task.keras_head_groups, ("optimizer", "adam")]
-    if preprocessor is not None:
-        groups += [
-            ("preprocessor", preprocessor["config"]["name"]),
-            ("preprocessor/tokenizer", preprocessor["config"]["tokenizer"]["config"]["name"]),
-        ]
-    keras_format.write_weights(directory / files.KERAS_TASK_WEIGHTS_FILE, tensors, groups)
-    task_config = {
-        "module": task.keras_module,
-        "class_name": task.keras_class_name,
-        "config": {
-            "backbone": keras_format.keras_config(task.backbone),
-            "preprocessor": preprocessor,
-            "name": task.keras_config_name,
-            **_keras_head_config(task),
-        },
-        "registered_name": f"keras_hub>{task.keras_class_name}",
-    }
-    files.write_json(directory / files.KERAS_TASK_FILE, task_config)
+    keras_format.write_task(task, directory, _keras_head_config(task), preprocessor)
 
 
-def _source_tokenizer(task):
-    """The tokenizer of the preset the task was loaded from, or None (no preset, or none
-    that can be saved as keras_hub's)."""
-    if task.preset is None:
+def _source_preset(task):
+    """The preset the task was loaded from, opened again from its source, or None."""
+    source = getattr(task, "preset_source", None)
+    return None if source is None else open_preset(source, require_config=False)
+
+
+def _source_tokenizer(preset):
+    """The tokenizer of `preset`, or None (no preset, or none that can be saved as keras_hub's)."""
+    if preset is None:
         return None
     try:
-        return Tokenizer.from_preset(task.preset)
+        return Tokenizer.from_preset(preset)
     except FileNotFoundError:
         return None
 
@@ -119,7 +100,8 @@ def _source_tokenizer(task):
 def _save_keras_preprocessor(task, directory: pathlib.Path) -> dict | None:
     """Save the source preset's tokenizer (the tokenizer writes its own files) and this task's
     preprocessor.json; returns the preprocessor config (embedded in task.json), or None."""
-    tokenizer = _source_tokenizer(task)
+    preset = _source_preset(task)
+    tokenizer = _source_tokenizer(preset)
     if tokenizer is None:
         return None
     try:
@@ -128,7 +110,7 @@ def _save_keras_preprocessor(task, directory: pathlib.Path) -> dict | None:
         logger.warning("The tokenizer was not written with the task: %s", error)
         return None
     sequence_length = min(512, task.backbone.max_sequence_length)
-    saved = (task.preset.json(files.KERAS_PREPROCESSOR_FILE) or {}).get("config")
+    saved = preset.loader.preprocessor_config()
     if isinstance(saved, dict) and isinstance(saved.get("sequence_length"), int):
         sequence_length = saved["sequence_length"]
     module, class_name = task.keras_preprocessor
@@ -139,7 +121,7 @@ def _save_keras_preprocessor(task, directory: pathlib.Path) -> dict | None:
     if task.task_kind == "masked_lm":
         settings.update(mask_selection_rate=0.15, mask_selection_length=96, mask_token_rate=0.8, random_token_rate=0.1)
     preprocessor = tokenizer_files.keras_preprocessor_config(tokenizer, module, class_name, name, settings)
-    files.write_json(directory / files.KERAS_PREPROCESSOR_FILE, preprocessor)
+    files.write_json(directory / names.KERAS_PREPROCESSOR_FILE, preprocessor)
     return preprocessor
 
 

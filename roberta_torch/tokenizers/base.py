@@ -17,7 +17,7 @@ import numbers
 import pathlib
 from typing import Sequence, Union
 
-from ..presets import files, tokenizer_files
+from ..presets import files, names, tokenizer_files
 from ..presets.preset import open_preset
 
 TextInput = Union[str, Sequence[str]]
@@ -218,7 +218,7 @@ class Tokenizer:
         the constructor.
         """
         preset = open_preset(preset, require_config=False)
-        spec = tokenizer_files.tokenizer_spec(preset)
+        spec = preset.loader.tokenizer_spec()
         target = Tokenizer._classes[spec.class_name]
         if not issubclass(target, cls):
             raise ValueError(
@@ -249,9 +249,9 @@ class Tokenizer:
         if format != "keras":
             raise ValueError(f"`format`={format!r} is not supported; use 'keras' or 'transformers'.")
         directory = files.check_output_directory(directory)
-        assets = files.ensure_subdirectory(directory, files.KERAS_TOKENIZER_ASSETS)
+        assets = files.ensure_subdirectory(directory, names.KERAS_TOKENIZER_ASSETS)
         self._save_assets(assets)
-        files.write_json(directory / files.KERAS_TOKENIZER_FILE, tokenizer_files.keras_tokenizer_config(self))
+        files.write_json(directory / names.KERAS_TOKENIZER_FILE, tokenizer_files.keras_tokenizer_config(self))
         return directory
 
     def keras_extra_config(self) -> dict:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import pathlib
 
-from ..presets import files
+from ..presets import files, names
 
 # transformers' RobertaTokenizer / XLMRobertaTokenizer special-token attributes.
 _SPECIALS = {
@@ -69,13 +69,13 @@ def _tokenizer_config(tokenizer, class_name: str, specials: dict, added: dict, e
 
 
 def _write_common(directory: pathlib.Path, config: dict, specials: dict, added: dict) -> None:
-    files.write_json(directory / files.HF_TOKENIZER_CONFIG, config)
+    files.write_json(directory / names.HF_TOKENIZER_CONFIG, config)
     special_map = {}
     for name, token in specials.items():
         token_id = next((i for i, t in added.items() if t["content"] == token), None)
         entry = added.get(token_id, _added_token(token, -1))
         special_map[name] = {k: v for k, v in entry.items() if k not in ("id", "special")}
-    files.write_json(directory / files.HF_SPECIAL_TOKENS_MAP, special_map)
+    files.write_json(directory / names.HF_SPECIAL_TOKENS_MAP, special_map)
 
 
 # -- RoBERTa ----------------------------------------------------------------------------------
@@ -117,13 +117,13 @@ def save_roberta(tokenizer, directory: pathlib.Path, model_max_length: int) -> N
     additional = [t for t in tokenizer.unsplittable_tokens if t not in listed]
     if additional:
         extra["additional_special_tokens"] = additional
-    files.write_text(directory / files.HF_TOKENIZER_FILE, roberta_tokenizer_json(tokenizer))
+    files.write_text(directory / names.HF_TOKENIZER_FILE, roberta_tokenizer_json(tokenizer))
     # As transformers' slow RobertaTokenizer writes them.
     files.write_text(
-        directory / files.HF_VOCAB_JSON,
+        directory / names.HF_VOCAB_JSON,
         json.dumps(tokenizer.vocabulary, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
     )
-    files.write_text(directory / files.HF_MERGES, "#version: 0.2\n" + "\n".join(tokenizer.merges) + "\n")
+    files.write_text(directory / names.HF_MERGES, "#version: 0.2\n" + "\n".join(tokenizer.merges) + "\n")
     _write_common(directory, _tokenizer_config(tokenizer, "RobertaTokenizer", specials, added, extra), specials, added)
 
 
@@ -170,7 +170,7 @@ def save_xlm_roberta(tokenizer, directory: pathlib.Path, model_max_length: int) 
     proto = getattr(tokenizer._backend, "proto", None)
     hf_json = getattr(tokenizer._backend, "tokenizer", None)
     if proto is not None:
-        files.write_bytes(directory / files.HF_SENTENCEPIECE, proto)
+        files.write_bytes(directory / names.HF_SENTENCEPIECE, proto)
         text = xlm_roberta_tokenizer_json(proto, tokenizer.mask_token_id)
     else:  # built from a transformers tokenizer.json: write that pipeline back
         from tokenizers import Tokenizer, processors
@@ -180,7 +180,7 @@ def save_xlm_roberta(tokenizer, directory: pathlib.Path, model_max_length: int) 
             single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
         )
         text = json.dumps(json.loads(pipeline.to_str()), ensure_ascii=False, indent=2)
-    files.write_text(directory / files.HF_TOKENIZER_FILE, text)
+    files.write_text(directory / names.HF_TOKENIZER_FILE, text)
     added = {i: _added_token(t, i) for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>"])}
     added[tokenizer.mask_token_id] = _added_token("<mask>", tokenizer.mask_token_id)
     specials = dict(_SPECIALS)

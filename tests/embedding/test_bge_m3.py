@@ -4,7 +4,8 @@ FlagEmbedding's code (FlagEmbedding/finetune/embedder/encoder_only/m3/modeling.p
 `compute_*_score`; FlagEmbedding/inference/embedder/encoder_only/m3.py: `M3Embedder.
 encode_single_device` (`_process_token_weights`, `_process_colbert_vecs`), `colbert_score`,
 `compute_lexical_matching_score`, `compute_score_single_device`), run on transformers'
-XLMRobertaModel with the same tiny random weights and heads; and the head files' refusals."""
+XLMRobertaModel with the same tiny random weights and heads; the head files' refusals; and
+no pickle read without allow_pickle=True (FlagEmbedding's .pt heads are pickles)."""
 
 
 import numpy as np
@@ -83,7 +84,7 @@ class FlagEmbeddingReference:
 
 
 def test_outputs_equal_flagembedding(model_dir):
-    ours = roberta_torch.TextEmbedder.from_preset(str(model_dir))
+    ours = roberta_torch.TextEmbedder.from_preset(str(model_dir), allow_pickle=True)
     reference = FlagEmbeddingReference(model_dir)
     dense, lexical, colbert = reference.encode(TEXTS)
     out = ours.encode_bge_m3(TEXTS, batch_size=3)
@@ -100,7 +101,7 @@ def test_outputs_equal_flagembedding(model_dir):
 
 @pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0), (0.4, 0.2, 0.4)])
 def test_scores_equal_flagembedding(model_dir, weights):
-    ours = roberta_torch.TextEmbedder.from_preset(str(model_dir))
+    ours = roberta_torch.TextEmbedder.from_preset(str(model_dir), allow_pickle=True)
     expected = FlagEmbeddingReference(model_dir).compute_score(PAIRS, weights)
     actual = ours.compute_score(PAIRS, weights_for_different_modes=weights)
     for key, values in expected.items():
@@ -109,7 +110,7 @@ def test_scores_equal_flagembedding(model_dir, weights):
 
 
 def test_scoring_functions_match_flagembedding_helpers(model_dir):
-    ours = roberta_torch.TextEmbedder.from_preset(str(model_dir))
+    ours = roberta_torch.TextEmbedder.from_preset(str(model_dir), allow_pickle=True)
     out = ours.encode_bge_m3(TEXTS[:4])
     matrix = roberta_torch.embedding.lexical_matching_score(out["lexical_weights"], out["lexical_weights"])
     assert matrix.shape == (4, 4)
@@ -137,7 +138,7 @@ def test_head_files_load_tensors_only(model_dir, tmp_path, content, error, words
     shutil.copytree(model_dir, directory)
     torch.save(content(), directory / "sparse_linear.pt")
     with pytest.raises(error) as info:
-        roberta_torch.TextEmbedder.from_preset(str(directory))
+        roberta_torch.TextEmbedder.from_preset(str(directory), allow_pickle=True)
     assert words in str(info.value) and "sparse_linear.pt" in str(info.value)
     assert "unpickled!" not in capfd.readouterr().out
 
@@ -149,9 +150,43 @@ def test_missing_head_or_heads(model_dir, tmp_path):
     shutil.copytree(model_dir, directory)
     (directory / "colbert_linear.pt").unlink()
     with pytest.raises(FileNotFoundError, match="colbert_linear.pt"):
-        roberta_torch.TextEmbedder.from_preset(str(directory))
+        roberta_torch.TextEmbedder.from_preset(str(directory), allow_pickle=True)
     (directory / "sparse_linear.pt").unlink()
-    plain = roberta_torch.TextEmbedder.from_preset(str(directory))
+    plain = roberta_torch.TextEmbedder.from_preset(str(directory), allow_pickle=True)
     assert plain.encode_bge_m3(TEXTS, return_sparse=False, return_colbert_vecs=False)["dense_vecs"].shape == (8, HIDDEN)
     with pytest.raises(ValueError, match="no bge-m3 heads"):
         plain.encode_bge_m3(TEXTS)
+
+
+def test_pickled_heads_need_the_opt_in_and_saved_heads_need_no_pickle(model_dir, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"sparse_linear.pt .*pickle.*allow_pickle=True"):
+        roberta_torch.TextEmbedder.from_preset(str(model_dir))
+    embedder = roberta_torch.TextEmbedder.from_preset(str(model_dir), allow_pickle=True)
+    embedder.save_to_preset(tmp_path / "saved")
+    names = sorted(p.name for p in (tmp_path / "saved").iterdir() if "linear" in p.name)
+    # safetensors for roberta_torch, .pt for FlagEmbedding (which torch.loads them)
+    assert names == ["colbert_linear.pt", "colbert_linear.safetensors", "sparse_linear.pt", "sparse_linear.safetensors"]
+    for name in ("sparse_linear", "colbert_linear"):
+        pickled = torch.load(tmp_path / "saved" / f"{name}.pt", weights_only=True)
+        assert torch.equal(pickled["weight"], getattr(embedder.heads, name).weight.detach())
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("a pickle was read without allow_pickle=True")
+
+    monkeypatch.setattr(torch, "load", no_pickle)
+    reloaded = roberta_torch.TextEmbedder.from_preset(str(tmp_path / "saved"))
+    ours, theirs = embedder.encode_bge_m3(TEXTS[:3]), reloaded.encode_bge_m3(TEXTS[:3])
+    assert ours["lexical_weights"] == theirs["lexical_weights"]
+    for a, b in zip(ours["colbert_vecs"], theirs["colbert_vecs"]):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("version, refused", [("2.5.1", True), ("2.4.0+cu121", True), ("2.6.0", False), ("2.13.0+cpu", False)])
+def test_pickles_are_refused_on_a_torch_whose_weights_only_has_a_known_bypass(version, refused):
+    from roberta_torch.presets import files
+
+    if refused:
+        with pytest.raises(ValueError, match=r"torch >= 2.6.*CVE-2025-32434"):
+            files.check_pickle_loader(version)
+    else:
+        files.check_pickle_loader(version)

@@ -43,7 +43,7 @@ def test_bge_m3_heads_round_trip(tmp_path):
     hidden = embedder.backbone.hidden_dim
     for name, out in (("sparse_linear.pt", 1), ("colbert_linear.pt", hidden)):
         torch.save({"weight": torch.randn(out, hidden), "bias": torch.randn(out)}, source / name)
-    with_heads = roberta_torch.TextEmbedder.from_preset(str(source))
+    with_heads = roberta_torch.TextEmbedder.from_preset(str(source), allow_pickle=True)  # FlagEmbedding's .pt
     with_heads.save_to_preset(tmp_path / "out")
     reloaded = roberta_torch.TextEmbedder.from_preset(str(tmp_path / "out"))
     ours, theirs = with_heads.encode_bge_m3(TEXTS[:3]), reloaded.encode_bge_m3(TEXTS[:3])

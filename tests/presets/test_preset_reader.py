@@ -1,5 +1,5 @@
 """One reader per preset: resolved once, config.json classified once, shared by the backbone,
-tokenizer and preprocessor loaders; the format modules share one protocol."""
+tokenizer and preprocessor loaders; every format's loader implements the loader protocol."""
 
 import json
 import shutil
@@ -10,12 +10,16 @@ import roberta_torch
 from helpers.keras_fixtures import preset_dir
 from helpers.paths import TINY_PRESET
 from roberta_torch.presets import formats, resolve
+from roberta_torch.presets.loader import PresetLoader
 from roberta_torch.presets.preset import Preset, open_preset
 
+PROTOCOL = ("is_config", "parse_config", "read_backbone_tensors", "conversion_rows")
 
-@pytest.mark.parametrize("module", formats.FORMATS, ids=lambda m: m.NAME)
-def test_every_format_module_follows_the_protocol(module):
-    missing = [name for name in formats.PROTOCOL if not hasattr(module, name)]
+
+@pytest.mark.parametrize("loader_cls", formats.LOADERS, ids=lambda m: m.NAME)
+def test_every_format_loader_implements_the_protocol(loader_cls):
+    assert issubclass(loader_cls, PresetLoader)
+    missing = [name for name in PROTOCOL if getattr(loader_cls, name) is getattr(PresetLoader, name)]
     assert not missing
 
 

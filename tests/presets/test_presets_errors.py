@@ -16,7 +16,8 @@ import roberta_torch
 from helpers.hub_caches import put_in_kagglehub_cache
 from helpers.network import HangingServer
 from helpers.keras_fixtures import preset_dir
-from roberta_torch.presets import resolve
+from roberta_torch.presets import kaggle_download, sources
+from roberta_torch.presets.preset import open_preset
 from roberta_torch.presets.resolve import resolve_preset
 
 WEIGHTS = "model.weights.h5"
@@ -326,18 +327,14 @@ def test_unversioned_kaggle_handle_offline_says_to_pin_a_version(tmp_path, monke
     )
 
 
-def test_requests_without_timeout_get_the_default_inside_kagglehub_calls(direct_connections):
-    server = HangingServer()
-    try:
-        start = time.monotonic()
-        with pytest.raises(requests.exceptions.ReadTimeout):
-            with resolve._default_requests_timeout((2.0, 0.3)):
-                requests.get(f"http://127.0.0.1:{server.port}/")
-        assert time.monotonic() - start < 10
-        assert requests.adapters.HTTPAdapter.send.__name__ == "send" and resolve._timeout_depth == 0
-        assert resolve._original_send is None  # restored
-    finally:
-        server.close()
+def test_kaggle_downloads_patch_nothing_in_this_process(tmp_path, monkeypatch, offline):
+    """kagglehub's network calls run in a child process (the only place `requests` gets a
+    default timeout): this process's `requests` is never patched."""
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path))
+    send = requests.adapters.HTTPAdapter.send
+    with pytest.raises(ConnectionError):
+        open_preset("kaggle://keras/roberta/keras/roberta_base_en/3")
+    assert requests.adapters.HTTPAdapter.send is send
 
 
 def test_kagglehub_api_call_to_a_hanging_server_times_out(tmp_path, monkeypatch, direct_connections):
@@ -348,29 +345,55 @@ def test_kagglehub_api_call_to_a_hanging_server_times_out(tmp_path, monkeypatch,
     try:
         monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path))
         monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "TEST")
-        monkeypatch.setattr(resolve, "KAGGLE_READ_TIMEOUT_S", 0.3)
+        monkeypatch.setattr(kaggle_download, "READ_TIMEOUT_S", 0.3)
         start = time.monotonic()
         with pytest.raises(ValueError, match=r"Pin a version") as info:
-            resolve_preset("kaggle://keras/roberta/keras/roberta_base_en")
-        assert isinstance(info.value.__cause__, requests.exceptions.Timeout)
+            open_preset("kaggle://keras/roberta/keras/roberta_base_en")
+        assert "Timeout" in str(info.value)  # the child's requests timed out
         assert time.monotonic() - start < 20
     finally:
         server.close()
 
 
-def test_hf_downloads_pass_a_timeout(monkeypatch):
+def test_hf_files_use_huggingface_hubs_own_timeout_and_offline_switch(monkeypatch, tmp_path):
+    """One metadata request with huggingface_hub's HF_HUB_ETAG_TIMEOUT tells whether the hub
+    answers; after a network error every file comes from the cache (local_files_only)."""
+    import httpx2
+    from huggingface_hub import constants
+
     calls = []
 
     class FakeHub:
         @staticmethod
-        def hf_hub_download(repo_id, filename, **kwargs):
-            calls.append(kwargs)
-            raise RuntimeError("stop")
+        def hf_hub_url(repo_id, filename):
+            return f"https://hub/{repo_id}/{filename}"
 
-    repo = resolve._HubRepo(FakeHub, "a/b", "hf://a/b")
-    with pytest.raises(RuntimeError):
-        repo.fetch("config.json")
-    assert calls == [{"etag_timeout": resolve.HF_ETAG_TIMEOUT_S}]
+        @staticmethod
+        def get_hf_file_metadata(url, **kwargs):
+            calls.append(("metadata", kwargs))
+
+        @staticmethod
+        def hf_hub_download(repo_id, filename, **kwargs):
+            calls.append((filename, kwargs))
+            if filename == "b.json" and not kwargs["local_files_only"]:
+                raise httpx2.ConnectError("down")
+            path = tmp_path / "snapshots" / "0" / filename
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+            return str(path)
+
+    monkeypatch.setattr(sources, "import_huggingface_hub", lambda: FakeHub)
+    source = sources.HuggingFaceSource("hf://a/b", "a/b")
+    assert source.fetch("a.json").name == "a.json"
+    assert source.fetch("b.json") is None  # the network failed: not in the cache either
+    assert source.fetch("c.json").name == "c.json"
+    assert calls == [
+        ("metadata", {"timeout": constants.HF_HUB_ETAG_TIMEOUT}),
+        ("a.json", {"local_files_only": False}),
+        ("b.json", {"local_files_only": False}),
+        ("c.json", {"local_files_only": True}),
+    ]
+    assert "no network" in source.missing("b.json")
 
 
 def test_pinned_kaggle_handle_not_cached_offline_is_a_connection_error(tmp_path, monkeypatch, offline):
@@ -378,7 +401,7 @@ def test_pinned_kaggle_handle_not_cached_offline_is_a_connection_error(tmp_path,
     with pytest.raises(
         ConnectionError, match=r"Cannot download 'kaggle://keras/roberta/keras/roberta_base_en/3'"
     ):
-        resolve_preset("roberta_base_en")
+        open_preset("roberta_base_en")
 
 
 def test_package_handle_of_the_shipped_preset(monkeypatch):

@@ -6,7 +6,9 @@ import torch
 
 import roberta_torch
 from roberta_torch import RobertaBackbone, XLMRobertaBackbone
+from roberta_torch.config import BackboneConfig
 from roberta_torch.presets import registry
+from roberta_torch.presets.preset import open_preset
 
 # keras-hub 0.32's published counts (roberta_presets.py / xlm_roberta_presets.py).
 KERAS_HUB_PARAMS = {
@@ -26,7 +28,7 @@ def test_registry_matches_keras_hub_counts_and_handles():
     for name, params in KERAS_HUB_PARAMS.items():
         row = registry.BUILTIN_PRESETS[name]
         assert row["params"] == params
-        assert registry.count_parameters(row["config"]) == params
+        assert BackboneConfig(**row["config"]).num_parameters() == params  # built on meta
         assert row["handle"].startswith("kaggle://keras/")
     assert (
         registry.BUILTIN_PRESETS["roberta_base_en"]["handle"]
@@ -112,3 +114,11 @@ def test_shipped_tiny_preset_loads_by_name():
             {"token_ids": torch.tensor([[0, 5, 6, 2]]), "padding_mask": torch.ones(1, 4, dtype=torch.int32)}
         )
     assert out.shape == (1, 4, model.hidden_dim) and torch.isfinite(out).all()
+
+
+def test_shipped_tiny_preset_row_equals_its_files():
+    preset = open_preset(TINY)
+    _, config, _ = preset.parse()
+    row = registry.BUILTIN_PRESETS[TINY]
+    assert {k: config[k] for k in row["config"]} == row["config"] and preset.class_name == row["class_name"]
+    assert row["params"] == preset.json("metadata.json")["parameter_count"] == BackboneConfig.from_dict(config).num_parameters()

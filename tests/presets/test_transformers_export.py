@@ -170,7 +170,7 @@ def test_transformers_checkpoint_round_trip_is_exact(tmp_path, caplog, model_typ
 
 def test_keras_preset_to_transformers(tmp_path, caplog):
     ours = roberta_torch.Backbone.from_preset(preset_dir("roberta_1layer"))
-    assert not hasattr(ours, "transformers_source")
+    assert ours.transformers_source is None  # a Keras preset: nothing kept beyond the state dict
     ours.save_to_preset(tmp_path / "out", format="transformers")
     tensors = read_all(tmp_path / "out")
     # Keras has no token types and no reserved positions: zeros, with the positions carrying everything.
@@ -215,14 +215,19 @@ def test_shard_sizes_follow_transformers():
             transformers_format.parse_shard_size(bad)
 
 
-def test_sharding_matches_huggingface_hub():
+def test_sharding_is_huggingface_hubs(tmp_path):
     from huggingface_hub import split_torch_state_dict_into_shards
 
-    tensors = transformers_format.backbone_tensors(our_model("roberta"))
+    model = our_model("roberta")
+    tensors = transformers_format.backbone_tensors(model)
     for limit in (100, 1000, 3000, 10**9):
-        ours = transformers_format.split_shards(tensors, limit)
+        model.save_to_preset(tmp_path / str(limit), format="transformers", max_shard_size=limit)
         theirs = split_torch_state_dict_into_shards(tensors, max_shard_size=limit)
-        assert [list(shard) for shard in ours] == list(theirs.filename_to_tensors.values()), limit
+        if not theirs.is_sharded:
+            assert (tmp_path / str(limit) / "model.safetensors").is_file()
+            continue
+        index = json.loads((tmp_path / str(limit) / "model.safetensors.index.json").read_text())
+        assert index["weight_map"] == theirs.tensor_to_filename, limit
 
 
 def test_refusals_write_nothing(tmp_path):
@@ -309,3 +314,21 @@ def test_task_heads_plug_in_as_rows_and_config(tmp_path, caplog):
         expected = head["out_proj"](torch.tanh(head["dense"](first)))
         logits = hf.eval()(input_ids=token_ids, attention_mask=mask).logits
     assert max_relative_error(logits.numpy(), expected.numpy(), np.ones(logits.shape[:1])) < TOLERANCE
+
+
+def test_our_exports_load_without_calling_the_pooler_a_task_head(tmp_path, caplog):
+    """RobertaModel's pooler is no task head: loading our own transformers and
+    sentence-transformers exports keeps it (to write it back) and says what it is (issue 22 N3)."""
+    ours = our_model("roberta")
+    ours.save_to_preset(tmp_path / "hf", format="transformers")
+    embedder = roberta_torch.TextEmbedder.from_preset("roberta_tiny_random")
+    embedder.save_to_preset(tmp_path / "st")
+    with caplog.at_level(logging.INFO, logger="roberta_torch"):
+        again = roberta_torch.Backbone.from_preset(tmp_path / "hf")
+        roberta_torch.TextEmbedder.from_preset(str(tmp_path / "st"))
+    assert "task-head" not in caplog.text
+    assert "Kept transformers' pooler" in caplog.text and "tanh" in caplog.text
+    assert set(again.transformers_source.pooler) == {"pooler.dense.weight", "pooler.dense.bias"}
+    again.save_to_preset(tmp_path / "again", format="transformers")
+    first, second = read_all(tmp_path / "hf"), read_all(tmp_path / "again")
+    assert all(torch.equal(first[k], second[k]) for k in first)

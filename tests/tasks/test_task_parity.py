@@ -168,7 +168,7 @@ def test_saved_keras_task_preset_carries_the_tokenizer_and_keras_hub_classifies_
         intermediate_dim=16, max_sequence_length=32,
     )
     model = randomize_(tasks.XLMRobertaTextClassifier(backbone, num_classes=2), seed=5).eval()
-    model.preset = roberta_torch.open_preset(str(source), require_config=False)  # what from_preset records
+    model.preset_source = roberta_torch.open_preset(str(source), require_config=False).source  # what from_preset records
     # save_to_preset saves that preset's tokenizer beside the task
     model.save_to_preset(tmp_path)
     reference = keras_hub.models.TextClassifier.from_preset(str(tmp_path))
