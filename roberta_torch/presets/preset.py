@@ -108,6 +108,20 @@ class Preset:
     def __post_init__(self):
         self._json_cache: dict = {}
 
+    # A task keeps the Preset it was loaded from (to save its tokenizer with it), so copying,
+    # pickling or torch.save-ing the model copies the Preset too: the format module is kept
+    # by name (modules cannot be pickled) and looked up again on the way back.
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if state.get("format") is not None:
+            state["format"] = state["format"].NAME
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state.get("format"), str):
+            state = {**state, "format": formats.by_name(state["format"])}
+        self.__dict__.update(state)
+
     def __repr__(self) -> str:
         return f"Preset({self.handle!r}, format={self.format_name!r}, class_name={self.class_name!r}, directory={str(self.directory)!r})"
 
