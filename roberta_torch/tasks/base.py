@@ -18,6 +18,7 @@ from ..backbone import Backbone, RobertaBackbone
 from ..checkpointing import DelegatedCheckpointing
 from ..inputs import _as_tensor, is_packed_input, merge_call_arguments, prepare_inputs, prepare_packed_inputs
 from . import loading, saving
+from .outputs import TaskOutput
 
 
 def _metadata_shape(backbone_inputs) -> tuple[int, tuple] | None:
@@ -86,8 +87,12 @@ class Task(DelegatedCheckpointing, nn.Module):
     (QA: also transformers' `start_positions` / `end_positions`) may ride in the dict or come
     as a keyword next to it. Without labels the output is keras_hub's; with labels a
     `TaskOutput` {"loss", "logits"} (tasks/outputs.py) that HF Trainer reads as it is.
+    `return_dict=True` (per call, or `model.return_dict = True` for every call, e.g. for
+    `Trainer.predict` on data without labels) gives a TaskOutput without labels too.
     `gradient_checkpointing_enable()` and friends act on the backbone.
     """
+
+    return_dict: bool = False  # the default of forward's return_dict=None
 
     task_kind: str | None = None  # "text_classifier", "masked_lm", ...
     backbone_cls: type = RobertaBackbone
@@ -212,6 +217,17 @@ class Task(DelegatedCheckpointing, nn.Module):
             prepare(backbone_inputs, backbone.vocabulary_size, backbone.max_sequence_length, self.device)
             raise ValueError("`token_ids` must be (batch, seq), or (total,) with `cu_seqlens` for a packed batch.")
         return shape
+
+    def task_output(self, return_dict, keras_output, loss=None, **named) -> "torch.Tensor | tuple | TaskOutput":
+        """keras_hub's output, or a TaskOutput ({"loss"} when there is one, then `named`)
+        when there is a loss or a dict was asked for."""
+        if return_dict is None:
+            return_dict = self.return_dict
+        if not isinstance(return_dict, bool):
+            raise TypeError(f"`return_dict` must be None or a bool; got {return_dict!r}.")
+        if loss is None and not return_dict:
+            return keras_output
+        return TaskOutput(**({} if loss is None else {"loss": loss}), **named)
 
     @property
     def device(self) -> torch.device:

@@ -15,7 +15,6 @@ from ..backbone import XLMRobertaBackbone
 from ..inputs import _as_tensor, check_integer_dtype, is_compiling
 from . import heads, losses
 from .base import Task
-from .outputs import TaskOutput
 
 
 def check_mask_positions(mask_positions, batch: int, lengths, device) -> torch.Tensor:
@@ -93,6 +92,7 @@ class RobertaMaskedLM(Task):
         max_seqlen=None,
         mask_positions=None,
         labels=None,
+        return_dict=None,
     ):
         backbone_inputs, extra, targets = self.split_call(
             inputs, token_ids=token_ids, padding_mask=padding_mask, position_ids=position_ids,
@@ -118,10 +118,11 @@ class RobertaMaskedLM(Task):
             else:
                 x = x[positions + (torch.cumsum(lengths, 0) - lengths)[:, None]]  # (B, M, H)
         logits = self.lm_head(x, self.backbone.token_embedding.weight)  # (B, M or T, V)
-        if labels is None:
-            return logits
-        valid = None if positions is not None else self.valid_tokens(backbone_inputs, logits.device)
-        return TaskOutput(loss=losses.token_loss(logits, labels, valid), logits=logits)
+        loss = None
+        if labels is not None:
+            valid = None if positions is not None else self.valid_tokens(backbone_inputs, logits.device)
+            loss = losses.token_loss(logits, labels, valid)
+        return self.task_output(return_dict, logits, loss, logits=logits)
 
 
 class XLMRobertaMaskedLM(RobertaMaskedLM):

@@ -8,7 +8,6 @@ from torch import nn
 from ..backbone import XLMRobertaBackbone
 from . import heads, losses
 from .base import Task, check_dropout
-from .outputs import TaskOutput
 
 
 class RobertaQuestionAnswerer(Task):
@@ -51,6 +50,7 @@ class RobertaQuestionAnswerer(Task):
         labels=None,
         start_positions=None,
         end_positions=None,
+        return_dict=None,
     ):
         backbone_inputs, _, targets = self.split_call(
             inputs, token_ids=token_ids, padding_mask=padding_mask, position_ids=position_ids,
@@ -65,14 +65,14 @@ class RobertaQuestionAnswerer(Task):
         logits = self.qa_outputs(self.qa_dropout(x))  # (B, T, 2)
         start_logits, end_logits = logits.unbind(dim=-1)
         if not with_labels:
-            return start_logits, end_logits
+            return self.task_output(return_dict, (start_logits, end_logits), start_logits=start_logits, end_logits=end_logits)
         lengths = self.packed_lengths(backbone_inputs, x.device)
         if lengths is None:
             valid = self.valid_tokens(backbone_inputs, x.device)
             loss = losses.span_loss(start_logits, end_logits, starts, ends, valid)
         else:
             loss = losses.packed_span_loss(start_logits, end_logits, starts, ends, lengths)
-        return TaskOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)
+        return self.task_output(return_dict, None, loss, start_logits=start_logits, end_logits=end_logits)
 
 
 class XLMRobertaQuestionAnswerer(RobertaQuestionAnswerer):

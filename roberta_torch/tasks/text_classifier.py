@@ -12,7 +12,6 @@ from ..backbone import XLMRobertaBackbone
 from ..inputs import is_compiling
 from . import heads, losses
 from .base import Task, check_dropout, check_labels, check_num_classes, labels_config
-from .outputs import TaskOutput
 
 
 def first_tokens(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -100,6 +99,7 @@ class RobertaTextClassifier(Task):
         cu_seqlens=None,
         max_seqlen=None,
         labels=None,
+        return_dict=None,
     ):
         """inputs: {"token_ids", "padding_mask"} (batch, seq), or a packed batch
         {"token_ids": (total,), "cu_seqlens": (batch + 1,)} (each sequence's first token is
@@ -124,9 +124,8 @@ class RobertaTextClassifier(Task):
         x = self.pooled_dense(self.pooled_dropout(x)).tanh()  # (B, hidden_dim)
         scores = self.output_dense(self.output_dropout(x))  # (B, num_classes)
         outputs = heads.ACTIVATIONS[self.activation](scores)
-        if labels is None:
-            return outputs
-        return TaskOutput(loss=losses.classifier_loss(kind, scores, outputs, labels), logits=outputs)
+        loss = None if labels is None else losses.classifier_loss(kind, scores, outputs, labels)
+        return self.task_output(return_dict, outputs, loss, logits=outputs)
 
 
 class XLMRobertaTextClassifier(RobertaTextClassifier):

@@ -7,7 +7,6 @@ from torch import nn
 from ..backbone import XLMRobertaBackbone
 from . import heads, losses
 from .base import Task, check_dropout, check_labels, check_num_classes, labels_config
-from .outputs import TaskOutput
 
 
 class RobertaTokenClassifier(Task):
@@ -53,6 +52,7 @@ class RobertaTokenClassifier(Task):
         cu_seqlens=None,
         max_seqlen=None,
         labels=None,
+        return_dict=None,
     ):
         backbone_inputs, _, targets = self.split_call(
             inputs, token_ids=token_ids, padding_mask=padding_mask, position_ids=position_ids,
@@ -64,10 +64,8 @@ class RobertaTokenClassifier(Task):
             labels = losses.token_targets(labels, shape=shape, num_classes=self.num_classes, device=self.device)
         x = self.backbone(backbone_inputs)  # (B, T, H), or packed (total, H)
         logits = self.classifier(self.classifier_dropout(x))  # (B, T, num_classes)
-        if labels is None:
-            return logits
-        loss = losses.token_loss(logits, labels, self.valid_tokens(backbone_inputs, logits.device))
-        return TaskOutput(loss=loss, logits=logits)
+        loss = None if labels is None else losses.token_loss(logits, labels, self.valid_tokens(backbone_inputs, logits.device))
+        return self.task_output(return_dict, logits, loss, logits=logits)
 
 
 class XLMRobertaTokenClassifier(RobertaTokenClassifier):

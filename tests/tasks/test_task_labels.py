@@ -193,6 +193,23 @@ def test_gradients_flow_from_the_loss_and_compile_takes_labels():
         torch.testing.assert_close(parameter.grad, eager[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
+def test_return_dict_gives_a_task_output_without_labels():
+    model = randomize_(tasks.RobertaQuestionAnswerer(RobertaBackbone(**SMALL)), seed=1).eval()
+    inputs = batch(seq=10, vocab=30)
+    with torch.no_grad():
+        start, end = model(inputs)
+        out = model(inputs, return_dict=True)
+        model.return_dict = True
+        default = model(**inputs)
+        plain = model(inputs, return_dict=False)
+    assert list(out) == list(default) == ["start_logits", "end_logits"]
+    torch.testing.assert_close(out.start_logits, start, rtol=0, atol=0)
+    torch.testing.assert_close(default.end_logits, end, rtol=0, atol=0)
+    assert isinstance(plain, tuple)
+    with pytest.raises(TypeError, match="return_dict"):
+        model(inputs, return_dict="yes")
+
+
 # -- one dict-or-keywords rule (issue 22 W1) ---------------------------------------------------
 
 
