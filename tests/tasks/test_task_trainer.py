@@ -118,3 +118,26 @@ def test_predict_without_labels_with_return_dict(kind, tmp_path):
     outputs = predictions.predictions
     assert predictions.label_ids is None
     assert [o.shape[0] for o in (outputs if isinstance(outputs, tuple) else (outputs,))] == [N] * (2 if kind == "qa" else 1)
+
+
+def test_trainer_saves_checkpoints_and_resumes(tmp_path):
+    """Trainer's checkpoint of a plain nn.Module: model.safetensors (our state dict, no tied
+    duplicates to drop) + optimizer state; a fresh model resumes from it."""
+    import transformers
+    from safetensors.torch import load_file
+
+    def arguments(steps, **extra):
+        return transformers.TrainingArguments(
+            output_dir=str(tmp_path), max_steps=steps, per_device_train_batch_size=4, report_to="none",
+            use_cpu=True, disable_tqdm=True, **extra,
+        )
+
+    model = model_for("mlm")
+    transformers.Trainer(model=model, args=arguments(2, save_strategy="steps", save_steps=2), train_dataset=dataset("mlm")).train()
+    saved = load_file(tmp_path / "checkpoint-2" / "model.safetensors")
+    assert saved.keys() == model.state_dict().keys()
+    for key, tensor in model.state_dict().items():
+        torch.testing.assert_close(saved[key], tensor, rtol=0, atol=0)
+    fresh = model_for("mlm")
+    trainer = transformers.Trainer(model=fresh, args=arguments(3, save_strategy="no"), train_dataset=dataset("mlm"))
+    assert trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2")).global_step == 3
