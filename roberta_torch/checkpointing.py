@@ -32,7 +32,9 @@ def _check_settings(kwargs, every_n_layers, offload, argument: str) -> dict:
     if kwargs is None:
         kwargs = {}
     if not isinstance(kwargs, dict):
-        raise TypeError(f"`{argument}` must be a dict of torch.utils.checkpoint.checkpoint arguments or None; got {kwargs!r}.")
+        raise TypeError(
+            f"`{argument}` must be a dict of torch.utils.checkpoint.checkpoint arguments or None; got {kwargs!r}."
+        )
     unknown = sorted(set(kwargs) - set(_CHECKPOINT_KWARGS))
     if unknown:
         raise ValueError(

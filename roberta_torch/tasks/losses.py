@@ -96,7 +96,9 @@ def classifier_targets(labels, *, batch: int, num_classes: int, problem_type, ac
                 f"before it); this classifier has activation={activation!r}."
             )
         if labels.numel() != batch or labels.dim() > 2:
-            raise ValueError(f"`labels` must have shape ({batch},): one class id per example; got {tuple(labels.shape)}.")
+            raise ValueError(
+                f"`labels` must have shape ({batch},): one class id per example; got {tuple(labels.shape)}."
+            )
         return kind, _check_class_ids(labels.reshape(batch), num_classes, "labels")
     if activation not in ("linear", "sigmoid"):
         raise ValueError(

@@ -104,7 +104,8 @@ class RobertaMaskedLM(Task):
             batch, shape = self.call_shape(backbone_inputs)
             lengths = self.packed_lengths(backbone_inputs, self.device)
             if positions is not None:
-                positions = check_mask_positions(positions, batch, shape[-1] if lengths is None else lengths, self.device)
+                limit = shape[-1] if lengths is None else lengths
+                positions = check_mask_positions(positions, batch, limit, self.device)
                 shape = tuple(positions.shape)
             if labels is not None:
                 labels = losses.token_targets(

@@ -65,7 +65,8 @@ class RobertaQuestionAnswerer(Task):
         logits = self.qa_outputs(self.qa_dropout(x))  # (B, T, 2)
         start_logits, end_logits = logits.unbind(dim=-1)
         if not with_labels:
-            return self.task_output(return_dict, (start_logits, end_logits), start_logits=start_logits, end_logits=end_logits)
+            keras_output = (start_logits, end_logits)
+            return self.task_output(return_dict, keras_output, start_logits=start_logits, end_logits=end_logits)
         lengths = self.packed_lengths(backbone_inputs, x.device)
         if lengths is None:
             valid = self.valid_tokens(backbone_inputs, x.device)

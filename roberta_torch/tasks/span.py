@@ -48,7 +48,9 @@ def _check_int(value, argument: str, minimum: int) -> int:
     return int(value)
 
 
-def encode_windows(tokenizer, question: str, context: str, sequence_length: int = 512, doc_stride: int | None = None) -> list:
+def encode_windows(
+    tokenizer, question: str, context: str, sequence_length: int = 512, doc_stride: int | None = None
+) -> list:
     """One EncodedPair per window of the context (see the module docstring); `doc_stride`
     (tokens shared by consecutive windows) defaults to min(128, sequence_length // 2), as
     transformers' pipeline, and at most room - 1."""
@@ -110,7 +112,8 @@ def best_answer_span(
     scores = scores.masked_fill(~allowed, float("-inf"))
     best = int(scores.argmax())
     i, j = divmod(best, n)
-    probability = float(_window_probabilities(start_logits, first, n)[i] * _window_probabilities(end_logits, first, n)[j])
+    p_start, p_end = (_window_probabilities(logits, first, n) for logits in (start_logits, end_logits))
+    probability = float(p_start[i] * p_end[j])
     char_start, char_end = encoded.context_offsets[i][0], encoded.context_offsets[j][1]
     return Answer(context[char_start:char_end], char_start, char_end, float(scores[i, j]), probability)
 
@@ -151,7 +154,8 @@ def answer_question(model, tokenizer, question: str, context: str, max_answer_le
         chunk = windows[first : first + batch_size]
         start_logits, end_logits = model(_batch(chunk, tokenizer.pad_token_id), return_dict=False)
         for row, window in enumerate(chunk):
-            answer = best_answer_span(start_logits[row].cpu(), end_logits[row].cpu(), window, context, max_answer_length)
+            starts, ends = start_logits[row].cpu(), end_logits[row].cpu()
+            answer = best_answer_span(starts, ends, window, context, max_answer_length)
             if best is None or answer.probability > best.probability:  # ties: the earlier window
                 best = answer
     return best

@@ -64,7 +64,9 @@ class RobertaTokenClassifier(Task):
             labels = losses.token_targets(labels, shape=shape, num_classes=self.num_classes, device=self.device)
         x = self.backbone(backbone_inputs)  # (B, T, H), or packed (total, H)
         logits = self.classifier(self.classifier_dropout(x))  # (B, T, num_classes)
-        loss = None if labels is None else losses.token_loss(logits, labels, self.valid_tokens(backbone_inputs, logits.device))
+        loss = None
+        if labels is not None:
+            loss = losses.token_loss(logits, labels, self.valid_tokens(backbone_inputs, logits.device))
         return self.task_output(return_dict, logits, loss, logits=logits)
 
 
