@@ -27,6 +27,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--question", default=QUESTION)
     p.add_argument("--context", default=CONTEXT)
     p.add_argument("--max-answer-length", type=int, default=15, help="most tokens in an answer")
+    p.add_argument("--doc-stride", type=int, help="tokens shared by consecutive windows of a long context")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
 
@@ -36,9 +37,12 @@ def main() -> int:
     torch.manual_seed(args.seed)  # fresh heads are random
     tokenizer = roberta_torch.Tokenizer.from_preset(args.preset)
     reader = roberta_torch.RobertaQuestionAnswerer.from_preset(args.preset)
-    answer = answer_question(reader, tokenizer, args.question, args.context, args.max_answer_length)
+    answer = answer_question(reader, tokenizer, args.question, args.context, args.max_answer_length, doc_stride=args.doc_stride)
     print(f"question: {args.question!r}\ncontext: {args.context!r}")
-    print(f"answer: {answer.text!r} (characters {answer.start}-{answer.end}, score {answer.score:.3f})")
+    print(
+        f"answer: {answer.text!r} (characters {answer.start}-{answer.end}, score {answer.score:.3f}, "
+        f"probability {answer.probability:.3f})"
+    )
 
     tagger_preset = args.tagger_preset or args.preset
     kwargs = {} if args.tagger_preset else {"num_classes": 3, "id2label": {0: "O", 1: "B-ANIMAL", 2: "I-ANIMAL"}}

@@ -14,9 +14,9 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from . import attention, execution_plan
+from .checkpointing import ActivationCheckpointing
 from .config import BACKBONE_CLASSES, BackboneConfig
 from .dtype_policy import FollowsParameterDtype
 from .inputs import (
@@ -157,7 +157,7 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
 
-class RobertaBackbone(FollowsParameterDtype, Backbone):
+class RobertaBackbone(ActivationCheckpointing, FollowsParameterDtype, Backbone):
     """RoBERTa encoder, numerically keras_hub's `RobertaBackbone`.
 
     Call it on `{"token_ids": (batch, seq) ints, "padding_mask": (batch, seq) 0/1}` (torch
@@ -173,7 +173,9 @@ class RobertaBackbone(FollowsParameterDtype, Backbone):
         not known while tracing). Outputs at padded positions are zeros on
         that path and Keras's (meaningless but finite) values on the padded path.
       attention_backend: "auto" (default), "triton" or "sdpa" (see roberta_torch.attention).
-      gradient_checkpointing: recompute each layer in backward (non-reentrant) to save memory.
+      gradient_checkpointing: recompute each layer in backward (non-reentrant) to save memory;
+        also `gradient_checkpointing_enable()` / `activation_checkpointing_enable()` with
+        transformers' arguments (roberta_torch.checkpointing), as HF Trainer and PEFT call them.
       device: where to create the parameters (e.g. "meta" to build without allocating or
         initializing).
       name, trainable: Keras's layer config entries (trainable=False freezes the parameters).
@@ -408,12 +410,11 @@ class RobertaBackbone(FollowsParameterDtype, Backbone):
         self, x: torch.Tensor, mask: attention.AttentionMask, hidden_states: list | None = None
     ) -> torch.Tensor:
         """The encoder layers; appends the input and every layer's output to `hidden_states`."""
-        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         if hidden_states is not None:
             hidden_states.append(x)
-        for layer in self.layers:
-            if recompute:
-                x = checkpoint(layer, x, mask, self._attention_backend, use_reentrant=False)
+        for index, layer in enumerate(self.layers):
+            if self._checkpoints_layer(index):
+                x = self._run_checkpointed(layer, x, mask, self._attention_backend)
             else:
                 x = layer(x, mask, self._attention_backend)
             if hidden_states is not None:

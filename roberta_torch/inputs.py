@@ -37,6 +37,27 @@ def merge_call_arguments(inputs, **keywords):
     return inputs
 
 
+def check_integer_dtype(tensor: torch.Tensor, argument: str) -> None:
+    """Ids and positions must be integers: a float would be truncated without a word."""
+    if tensor.dtype not in _INTEGER_DTYPES:
+        raise TypeError(f"`{argument}` must hold integers; got dtype {tensor.dtype}. Cast with .long().")
+
+
+def check_mask_dtype(mask: torch.Tensor, argument: str = "padding_mask") -> None:
+    if mask.dtype not in _MASK_DTYPES:
+        raise TypeError(f"`{argument}` must be bool or 0/1 numbers; got dtype {mask.dtype}.")
+
+
+def check_mask_values(mask: torch.Tensor, argument: str = "padding_mask") -> None:
+    """Eager check that a numeric mask holds only 0 and 1 (0.5, -1 or NaN are not "valid")."""
+    if mask.dtype == torch.bool:
+        return
+    is_binary = (mask == 0) | (mask == 1)
+    if not bool(is_binary.all()):
+        bad_values = torch.unique(mask[~is_binary])[:5].tolist()
+        raise ValueError(f"`{argument}` values must be 0 or 1 (or bool); found {bad_values}.")
+
+
 def _as_tensor(value, argument: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         if value.is_meta:
@@ -113,10 +134,7 @@ def prepare_inputs(
 
     token_ids = _as_tensor(inputs["token_ids"], "token_ids")
     _check_rank2(token_ids, "token_ids")
-    if token_ids.dtype not in _INTEGER_DTYPES:
-        raise TypeError(
-            f"`token_ids` must hold integers; got dtype {token_ids.dtype}. Cast with .long()."
-        )
+    check_integer_dtype(token_ids, "token_ids")
     batch, seq = token_ids.shape
     if seq < 1:
         raise ValueError(f"`token_ids` has sequence length {seq}; it must be at least 1.")
@@ -130,10 +148,7 @@ def prepare_inputs(
     padding_mask = inputs.get("padding_mask")
     if padding_mask is not None:
         padding_mask = _companion_tensor(padding_mask, "padding_mask", token_ids)
-        if padding_mask.dtype not in _MASK_DTYPES:
-            raise TypeError(
-                f"`padding_mask` must be bool or 0/1 numbers; got dtype {padding_mask.dtype}."
-            )
+        check_mask_dtype(padding_mask)
 
     token_ids = token_ids.to(device, non_blocking=True)
     if token_ids.dtype == torch.uint8 or token_ids.dtype == torch.int8 or token_ids.dtype == torch.int16:
@@ -168,11 +183,8 @@ def _check_values(token_ids, padding_mask, vocabulary_size: int) -> None:
             f"{bad.numel()} id(s) outside it (min {int(token_ids.min())}, max "
             f"{int(token_ids.max())}). Check the tokenizer matches this model."
         )
-    if mask_is_binary is not None and not bool(mask_is_binary.all()):
-        bad_values = torch.unique(padding_mask[~mask_is_binary])[:5].tolist()
-        raise ValueError(
-            f"`padding_mask` values must be 0 or 1 (or bool); found {bad_values}."
-        )
+    if mask_is_binary is not None:
+        check_mask_values(padding_mask)
 
 
 def prepare_position_ids(inputs, token_ids: torch.Tensor, max_sequence_length: int) -> torch.Tensor | None:
@@ -194,10 +206,7 @@ def prepare_position_ids(inputs, token_ids: torch.Tensor, max_sequence_length: i
             )
     else:
         position_ids = _companion_tensor(position_ids, "position_ids", token_ids)
-    if position_ids.dtype not in _INTEGER_DTYPES:
-        raise TypeError(
-            f"`position_ids` must hold integers; got dtype {position_ids.dtype}. Cast with .long()."
-        )
+    check_integer_dtype(position_ids, "position_ids")
     position_ids = position_ids.to(token_ids.device, non_blocking=True)
     if position_ids.dtype in (torch.uint8, torch.int8, torch.int16):
         position_ids = position_ids.long()
@@ -270,8 +279,7 @@ def prepare_packed_inputs(
             f"`token_ids` of a packed batch must have rank 1 (total_tokens,); got shape "
             f"{tuple(token_ids.shape)}. Use roberta_torch.packing.pack_padded_batch for padded ones."
         )
-    if token_ids.dtype not in _INTEGER_DTYPES:
-        raise TypeError(f"`token_ids` must hold integers; got dtype {token_ids.dtype}. Cast with .long().")
+    check_integer_dtype(token_ids, "token_ids")
     total = token_ids.shape[0]
 
     cu_seqlens = _as_tensor(inputs["cu_seqlens"], "cu_seqlens")

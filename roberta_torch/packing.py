@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
+from .inputs import _as_tensor, check_integer_dtype, check_mask_dtype, check_mask_values
 from .padding import cumulative_lengths
 
 
@@ -28,7 +29,8 @@ def _ids_tensor(sequence, index: int) -> torch.Tensor:
     elif isinstance(sequence, np.ndarray):
         ids = torch.from_numpy(np.ascontiguousarray(sequence))
     elif isinstance(sequence, Sequence) and not isinstance(sequence, (str, bytes)):
-        ids = torch.as_tensor(list(sequence), dtype=torch.int64)
+        # No dtype= here: torch.as_tensor([1.7], dtype=torch.int64) truncates to 1 silently.
+        ids = torch.as_tensor(list(sequence)) if len(sequence) else torch.zeros(0, dtype=torch.int64)
     else:
         raise TypeError(
             f"sequence {index} must be a list, numpy array or tensor of token ids; got "
@@ -36,8 +38,7 @@ def _ids_tensor(sequence, index: int) -> torch.Tensor:
         )
     if ids.dim() != 1:
         raise ValueError(f"sequence {index} must be 1-D (seq,); got shape {tuple(ids.shape)}.")
-    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-        raise TypeError(f"sequence {index} must hold integer token ids; got dtype {ids.dtype}.")
+    check_integer_dtype(ids, f"sequences[{index}]")
     return ids.long()
 
 
@@ -85,19 +86,23 @@ def pack_padded_batch(batch) -> dict:
         batch = default_collate(list(batch))
     if "token_ids" not in batch:
         raise ValueError(f"`batch` has no 'token_ids' entry (keys: {sorted(batch)}).")
-    token_ids = torch.as_tensor(np.asarray(batch["token_ids"])) if not isinstance(batch["token_ids"], torch.Tensor) else batch["token_ids"]
+    # The backbone's checks: integer ids, a bool or 0/1 mask (0.5, -1 or NaN are refused).
+    token_ids = _as_tensor(batch["token_ids"], "token_ids")
     if token_ids.dim() != 2:
         raise ValueError(f"`token_ids` must be (batch, seq); got shape {tuple(token_ids.shape)}.")
+    check_integer_dtype(token_ids, "token_ids")
     mask = batch.get("padding_mask")
     if mask is None:
         mask = torch.ones_like(token_ids, dtype=torch.bool)
     else:
-        mask = torch.as_tensor(np.asarray(mask)) if not isinstance(mask, torch.Tensor) else mask
+        mask = _as_tensor(mask, "padding_mask")
         if mask.shape != token_ids.shape:
             raise ValueError(
                 f"`padding_mask` has shape {tuple(mask.shape)} but `token_ids` has shape "
                 f"{tuple(token_ids.shape)}; they must match."
             )
+        check_mask_dtype(mask)
+        check_mask_values(mask)
         mask = mask.to(token_ids.device) != 0
     lengths = mask.sum(dim=1, dtype=torch.int32)
     packed = {

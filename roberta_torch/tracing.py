@@ -11,11 +11,14 @@ import torch
 
 
 def is_compiling() -> bool:
-    """True while torch.compile, torch.export (strict or not) or torch.onnx.export(dynamo=True)
-    traces (torch >= 2.13 reports every export as compiling)."""
-    return torch.compiler.is_compiling()
+    """True while torch.compile, torch.export (strict or not), torch.onnx.export(dynamo=True)
+    or torch.jit.trace traces (torch >= 2.13 reports every export as compiling)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 def is_exporting() -> bool:
-    """True while torch.export (or torch.onnx.export(dynamo=True)) traces: shapes stay static."""
-    return torch.compiler.is_exporting()
+    """True while torch.export, torch.onnx.export(dynamo=True) or torch.jit.trace traces: a
+    static graph is recorded, so the path must not depend on this batch's data (a trace taken
+    on an unpadded batch would otherwise bake in "no mask" and ignore every later mask), and
+    oneDNN's fused ops (which the tracer cannot record) step aside."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()

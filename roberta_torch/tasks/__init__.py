@@ -2,6 +2,7 @@
 
 from .base import Task
 from .masked_lm import RobertaMaskedLM, XLMRobertaMaskedLM
+from .outputs import TaskOutput
 from .preprocessors import (
     MaskedLMPreprocessor,
     RobertaMaskedLMPreprocessor,
@@ -16,6 +17,7 @@ from .token_classifier import RobertaTokenClassifier, XLMRobertaTokenClassifier
 
 __all__ = [
     "Task",
+    "TaskOutput",
     "RobertaTextClassifier",
     "XLMRobertaTextClassifier",
     "RobertaMaskedLM",

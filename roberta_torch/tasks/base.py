@@ -9,12 +9,30 @@ and its head modules. The class attributes below describe the task to the preset
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 
+import torch
 from torch import nn
 
 from ..backbone import Backbone, RobertaBackbone
-from ..inputs import merge_call_arguments
+from ..checkpointing import DelegatedCheckpointing
+from ..inputs import _as_tensor, is_packed_input, merge_call_arguments, prepare_inputs, prepare_packed_inputs
 from . import loading, saving
+from .outputs import TaskOutput
+
+
+def _metadata_shape(backbone_inputs) -> tuple[int, tuple] | None:
+    try:
+        token_ids = _as_tensor(backbone_inputs.get("token_ids"), "token_ids")
+        if is_packed_input(backbone_inputs):
+            cu_seqlens = _as_tensor(backbone_inputs["cu_seqlens"], "cu_seqlens")
+            if token_ids.dim() == 1 and cu_seqlens.dim() == 1 and cu_seqlens.shape[0] >= 2:
+                return cu_seqlens.shape[0] - 1, tuple(token_ids.shape)
+        elif token_ids.dim() == 2:
+            return token_ids.shape[0], tuple(token_ids.shape)
+    except (TypeError, ValueError):
+        pass
+    return None
 
 
 def check_num_classes(num_classes, argument: str = "num_classes") -> int:
@@ -60,9 +78,21 @@ def check_labels(num_classes: int, id2label, label2id) -> tuple[dict | None, dic
     return id2label, label2id
 
 
-class Task(nn.Module):
+class Task(DelegatedCheckpointing, nn.Module):
     """Base class of the task models. `Task.from_preset(preset)` returns the class a task
-    preset names (keras_hub's task.json, or transformers' `architectures`)."""
+    preset names (keras_hub's task.json, or transformers' `architectures`).
+
+    Calling a task: the inputs as one dict or as keywords (`token_ids`, `padding_mask`,
+    `position_ids`, or a packed batch's `cu_seqlens` / `max_seqlen`), never both; `labels`
+    (QA: also transformers' `start_positions` / `end_positions`) may ride in the dict or come
+    as a keyword next to it. Without labels the output is keras_hub's; with labels a
+    `TaskOutput` {"loss", "logits"} (tasks/outputs.py) that HF Trainer reads as it is.
+    `return_dict=True` (per call, or `model.return_dict = True` for every call, e.g. for
+    `Trainer.predict` on data without labels) gives a TaskOutput without labels too.
+    `gradient_checkpointing_enable()` and friends act on the backbone.
+    """
+
+    return_dict: bool = False  # the default of forward's return_dict=None
 
     task_kind: str | None = None  # "text_classifier", "masked_lm", ...
     backbone_cls: type = RobertaBackbone
@@ -158,15 +188,72 @@ class Task(nn.Module):
     # -- helpers ----------------------------------------------------------------------------
 
     @staticmethod
-    def backbone_inputs(inputs, token_ids, padding_mask, extra=()) -> tuple[dict, dict]:
-        """(backbone inputs, the task's extra inputs) from a dict or keyword tensors."""
-        inputs = merge_call_arguments(inputs, token_ids=token_ids, padding_mask=padding_mask)
-        if not isinstance(inputs, dict):
+    def split_call(inputs, *, extra=(), targets=None, **keywords) -> tuple[dict, dict, dict]:
+        """(backbone inputs, the task's extra inputs, targets) of one call.
+
+        The inputs (`keywords`: token_ids, padding_mask, ..., and the task's `extra` names
+        such as mask_positions) come as one dict or as keywords, never both
+        (inputs.merge_call_arguments). `targets` ({name: keyword value}, e.g. labels) may be
+        entries of the dict or keywords next to it; the same target twice is a TypeError."""
+        merged = merge_call_arguments(inputs, **keywords)
+        if not isinstance(merged, Mapping):
             raise TypeError(
-                f"`inputs` must be a dict {{'token_ids': ..., 'padding_mask': ...}}; got {type(inputs).__name__}."
+                f"`inputs` must be a dict {{'token_ids': ..., 'padding_mask': ...}}; got {type(merged).__name__}."
             )
-        backbone = {k: v for k, v in inputs.items() if k not in extra}
-        return backbone, {k: inputs[k] for k in extra if k in inputs}
+        merged = dict(merged)
+        targets = dict(targets or {})
+        for name in targets:
+            if name in merged:
+                if targets[name] is not None:
+                    raise TypeError(f"`{name}` was given twice: as an entry of `inputs` and as {name}=. Pass it once.")
+                targets[name] = merged.pop(name)
+        backbone = {k: v for k, v in merged.items() if k not in extra}
+        return backbone, {k: merged[k] for k in extra if k in merged}, targets
+
+    def call_shape(self, backbone_inputs) -> tuple[int, tuple]:
+        """(batch size, per-token shape: (B, T), or (total,) for a packed batch) from the
+        inputs' metadata, so that labels are checked before the model runs. Malformed inputs
+        get the backbone's own error."""
+        shape = _metadata_shape(backbone_inputs)
+        if shape is None:
+            prepare = prepare_packed_inputs if is_packed_input(backbone_inputs) else prepare_inputs
+            backbone = self.backbone
+            prepare(backbone_inputs, backbone.vocabulary_size, backbone.max_sequence_length, self.device)
+            raise ValueError("`token_ids` must be (batch, seq), or (total,) with `cu_seqlens` for a packed batch.")
+        return shape
+
+    def task_output(self, return_dict, keras_output, loss=None, **named) -> "torch.Tensor | tuple | TaskOutput":
+        """keras_hub's output, or a TaskOutput ({"loss"} when there is one, then `named`)
+        when there is a loss or a dict was asked for."""
+        if return_dict is None:
+            return_dict = self.return_dict
+        if not isinstance(return_dict, bool):
+            raise TypeError(f"`return_dict` must be None or a bool; got {return_dict!r}.")
+        if loss is None and not return_dict:
+            return keras_output
+        return TaskOutput(**({} if loss is None else {"loss": loss}), **named)
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.token_embedding.weight.device
+
+    @staticmethod
+    def valid_tokens(backbone_inputs, device) -> torch.Tensor | None:
+        """The (B, T) bool mask of a padded call's valid tokens (the backbone has checked it),
+        or None when every token is valid (no mask, or a packed batch)."""
+        mask = backbone_inputs.get("padding_mask")
+        if mask is None or is_packed_input(backbone_inputs):
+            return None
+        return _as_tensor(mask, "padding_mask").to(device) != 0
+
+    @staticmethod
+    def packed_lengths(backbone_inputs, device) -> torch.Tensor | None:
+        """The (B,) sequence lengths of a packed call (the backbone has checked cu_seqlens),
+        or None for a padded one."""
+        if not is_packed_input(backbone_inputs):
+            return None
+        cu_seqlens = _as_tensor(backbone_inputs["cu_seqlens"], "cu_seqlens").to(device).long()
+        return cu_seqlens[1:] - cu_seqlens[:-1]
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.head_config().items())

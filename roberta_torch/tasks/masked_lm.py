@@ -3,6 +3,8 @@ token embedding.
 
 With `mask_positions` the head runs only on the gathered positions (batch, num_masked):
 the projection to the 50k / 250k vocabulary is never made for every token in training.
+With `labels` it also returns the loss: transformers' convention (one token id per position,
+-100 where nothing is predicted), for every token or for the `mask_positions`.
 """
 
 from __future__ import annotations
@@ -10,46 +12,52 @@ from __future__ import annotations
 import torch
 
 from ..backbone import XLMRobertaBackbone
+from ..inputs import _as_tensor, check_integer_dtype
 from ..tracing import is_compiling
-from . import heads
+from . import heads, losses
 from .base import Task
 
-_INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
-
-def check_mask_positions(mask_positions, batch: int, seq: int, device) -> torch.Tensor:
-    """(batch, num_masked) integer positions in [0, seq), or a typed error naming the argument."""
-    if not isinstance(mask_positions, torch.Tensor):
-        try:
-            import numpy as np
-
-            mask_positions = torch.as_tensor(np.asarray(mask_positions))
-        except (TypeError, ValueError) as error:
-            raise TypeError(
-                f"`mask_positions` must be a (batch, num_masked) int tensor; got {type(mask_positions).__name__}."
-            ) from error
-    if mask_positions.dtype not in _INTEGER_DTYPES:
+def check_mask_positions(mask_positions, batch: int, lengths, device) -> torch.Tensor:
+    """(batch, num_masked) integer positions, each in [0, its sequence's length), or a typed
+    error naming the argument. `lengths`: the padded sequence length (an int), or a packed
+    batch's (batch,) sequence lengths (positions then count within each sequence)."""
+    try:
+        mask_positions = _as_tensor(mask_positions, "mask_positions")
+    except (TypeError, ValueError) as error:
         raise TypeError(
-            f"`mask_positions` must hold integer positions; got dtype {mask_positions.dtype}. Cast with .long()."
-        )
+            f"`mask_positions` must be a (batch, num_masked) int tensor; got {type(mask_positions).__name__}."
+        ) from error
+    check_integer_dtype(mask_positions, "mask_positions")
     if mask_positions.dim() != 2 or mask_positions.shape[0] != batch:
         raise ValueError(
             f"`mask_positions` must have shape (batch={batch}, num_masked); got {tuple(mask_positions.shape)}."
         )
     mask_positions = mask_positions.to(device).long()
-    if not is_compiling() and mask_positions.numel():
+    if not mask_positions.numel():
+        return mask_positions
+    packed = isinstance(lengths, torch.Tensor)
+    limit = lengths[:, None] if packed else lengths
+    in_range = (mask_positions >= 0) & (mask_positions < limit)
+    what = "its sequence's length (cu_seqlens)" if packed else f"sequence length={lengths}"
+    if is_compiling():
+        torch._assert_async(in_range.all(), "mask_positions must lie in [0, sequence length)")
+    elif not bool(in_range.all()):
         low, high = int(mask_positions.min()), int(mask_positions.max())
-        if low < 0 or high >= seq:
-            raise ValueError(
-                f"`mask_positions` must lie in [0, sequence length={seq}); found values in [{low}, {high}]."
-            )
+        raise ValueError(f"`mask_positions` must lie in [0, {what}); found values in [{low}, {high}].")
     return mask_positions
 
 
 class RobertaMaskedLM(Task):
     """Masked language model. Call with `{"token_ids", "padding_mask", "mask_positions"}` ->
     logits `(batch, num_masked, vocabulary_size)` as keras_hub; without `mask_positions`,
-    logits at every position `(batch, seq, vocabulary_size)`."""
+    logits at every position `(batch, seq, vocabulary_size)` (packed input: `(total, V)`, or
+    with mask_positions counted within each sequence, `(batch, num_masked, V)`).
+
+    `labels` of the logits' leading shape (token ids, -100 where nothing is predicted) add
+    the loss: TaskOutput(loss, logits). From keras_hub's preprocessor output
+    `(x, mask_ids, mask_weights)`: `labels = mask_ids.masked_fill(mask_weights == 0, -100)`.
+    """
 
     task_kind = "masked_lm"
     keras_class_name = "RobertaMaskedLM"
@@ -76,17 +84,49 @@ class RobertaMaskedLM(Task):
     def head_config(self) -> dict:
         return {}
 
-    def forward(self, inputs=None, *, token_ids=None, padding_mask=None, mask_positions=None):
-        backbone_inputs, extra = self.backbone_inputs(inputs, token_ids, padding_mask, extra=("mask_positions",))
-        if inputs is None and mask_positions is not None:
-            extra["mask_positions"] = mask_positions
-        x = self.backbone(backbone_inputs)  # (B, T, H)
-        positions = extra.get("mask_positions")
+    def forward(
+        self,
+        inputs=None,
+        *,
+        token_ids=None,
+        padding_mask=None,
+        position_ids=None,
+        cu_seqlens=None,
+        max_seqlen=None,
+        mask_positions=None,
+        labels=None,
+        return_dict=None,
+    ):
+        backbone_inputs, extra, targets = self.split_call(
+            inputs, token_ids=token_ids, padding_mask=padding_mask, position_ids=position_ids,
+            cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, mask_positions=mask_positions,
+            extra=("mask_positions",), targets={"labels": labels},
+        )
+        positions, labels = extra.get("mask_positions"), targets["labels"]
+        if positions is not None or labels is not None:  # checked before the model runs
+            batch, shape = self.call_shape(backbone_inputs)
+            lengths = self.packed_lengths(backbone_inputs, self.device)
+            if positions is not None:
+                limit = shape[-1] if lengths is None else lengths
+                positions = check_mask_positions(positions, batch, limit, self.device)
+                shape = tuple(positions.shape)
+            if labels is not None:
+                labels = losses.token_targets(
+                    labels, shape=shape, num_classes=self.backbone.vocabulary_size, device=self.device
+                )
+        x = self.backbone(backbone_inputs)  # (B, T, H), or packed (total, H)
         if positions is not None:
-            batch, seq, hidden = x.shape
-            positions = check_mask_positions(positions, batch, seq, x.device)
-            x = torch.take_along_dim(x, positions.unsqueeze(-1).expand(-1, -1, hidden), dim=1)  # (B, M, H)
-        return self.lm_head(x, self.backbone.token_embedding.weight)  # (B, M or T, V)
+            if lengths is None:
+                index = positions.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+                x = torch.take_along_dim(x, index, dim=1)  # (B, M, H)
+            else:
+                x = x[positions + (torch.cumsum(lengths, 0) - lengths)[:, None]]  # (B, M, H)
+        logits = self.lm_head(x, self.backbone.token_embedding.weight)  # (B, M or T, V)
+        loss = None
+        if labels is not None:
+            valid = None if positions is not None else self.valid_tokens(backbone_inputs, logits.device)
+            loss = losses.token_loss(logits, labels, valid)
+        return self.task_output(return_dict, logits, loss, logits=logits)
 
 
 class XLMRobertaMaskedLM(RobertaMaskedLM):

@@ -6,12 +6,21 @@ from __future__ import annotations
 from torch import nn
 
 from ..backbone import XLMRobertaBackbone
-from . import heads
+from . import heads, losses
 from .base import Task, check_dropout
 
 
 class RobertaQuestionAnswerer(Task):
-    """Extractive QA: returns `(start_logits, end_logits)`, each `(batch, seq)`."""
+    """Extractive QA: returns `(start_logits, end_logits)`, each `(batch, seq)` (packed input:
+    `(total,)`).
+
+    With the answer spans, `labels` (batch, 2) [start, end] token positions or transformers'
+    `start_positions=` / `end_positions=` (batch,): a TaskOutput(loss, start_logits,
+    end_logits), the loss of RobertaForQuestionAnswering over each row's valid tokens
+    (negative positions count as 0, positions at or past the padding as no answer; packed:
+    per sequence; see tasks/losses.py). HF Trainer finds `labels` by itself; with
+    the start_positions / end_positions columns give it `label_names=["start_positions",
+    "end_positions"]` (it recognizes them only on classes named "...QuestionAnswering")."""
 
     task_kind = "question_answerer"
     transformers_architecture = "RobertaForQuestionAnswering"
@@ -29,12 +38,42 @@ class RobertaQuestionAnswerer(Task):
     def head_config(self) -> dict:
         return {"dropout": self.dropout}
 
-    def forward(self, inputs=None, *, token_ids=None, padding_mask=None):
-        backbone_inputs, _ = self.backbone_inputs(inputs, token_ids, padding_mask)
-        x = self.backbone(backbone_inputs)  # (B, T, H)
+    def forward(
+        self,
+        inputs=None,
+        *,
+        token_ids=None,
+        padding_mask=None,
+        position_ids=None,
+        cu_seqlens=None,
+        max_seqlen=None,
+        labels=None,
+        start_positions=None,
+        end_positions=None,
+        return_dict=None,
+    ):
+        backbone_inputs, _, targets = self.split_call(
+            inputs, token_ids=token_ids, padding_mask=padding_mask, position_ids=position_ids,
+            cu_seqlens=cu_seqlens, max_seqlen=max_seqlen,
+            targets={"labels": labels, "start_positions": start_positions, "end_positions": end_positions},
+        )
+        with_labels = any(value is not None for value in targets.values())
+        if with_labels:  # checked before the model runs
+            batch, _ = self.call_shape(backbone_inputs)
+            starts, ends = losses.span_targets(**targets, batch=batch, device=self.device)
+        x = self.backbone(backbone_inputs)  # (B, T, H), or packed (total, H)
         logits = self.qa_outputs(self.qa_dropout(x))  # (B, T, 2)
         start_logits, end_logits = logits.unbind(dim=-1)
-        return start_logits, end_logits
+        if not with_labels:
+            keras_output = (start_logits, end_logits)
+            return self.task_output(return_dict, keras_output, start_logits=start_logits, end_logits=end_logits)
+        lengths = self.packed_lengths(backbone_inputs, x.device)
+        if lengths is None:
+            valid = self.valid_tokens(backbone_inputs, x.device)
+            loss = losses.span_loss(start_logits, end_logits, starts, ends, valid)
+        else:
+            loss = losses.packed_span_loss(start_logits, end_logits, starts, ends, lengths)
+        return self.task_output(return_dict, None, loss, start_logits=start_logits, end_logits=end_logits)
 
 
 class XLMRobertaQuestionAnswerer(RobertaQuestionAnswerer):

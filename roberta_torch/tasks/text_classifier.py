@@ -5,11 +5,28 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..backbone import XLMRobertaBackbone
-from . import heads
+from ..inputs import is_compiling
+from . import heads, losses
 from .base import Task, check_dropout, check_labels, check_num_classes, labels_config
+
+
+def first_tokens(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """The `<s>` row of each sequence: (B, T, H) -> (B, H), or packed (total, H) with the
+    (B,) sequence lengths -> (B, H)."""
+    if lengths is None:
+        return x[:, 0, :]
+    message = "every sequence of a packed batch needs at least one token (its <s>) to be classified"
+    if is_compiling():
+        torch._assert_async((lengths > 0).all(), message)
+    elif not bool((lengths > 0).all()):
+        empty = torch.nonzero(lengths == 0).flatten()[:5].tolist()
+        raise ValueError(f"{message}; sequences {empty} of `cu_seqlens` are empty.")
+    starts = torch.cumsum(lengths, 0) - lengths
+    return x[starts]
 
 
 class RobertaTextClassifier(Task):
@@ -17,7 +34,8 @@ class RobertaTextClassifier(Task):
 
     Args (keras_hub's): backbone, num_classes, hidden_dim (default backbone.hidden_dim),
     dropout (default 0.0), activation (None/"linear", "softmax", "sigmoid", ...).
-    transformers' label metadata is kept when given: id2label, label2id, problem_type.
+    transformers' label metadata is kept when given: id2label, label2id, problem_type
+    (which also picks the loss, see tasks/losses.py).
     """
 
     task_kind = "text_classifier"
@@ -71,13 +89,43 @@ class RobertaTextClassifier(Task):
         }
         return {**config, **labels_config(self)}
 
-    def forward(self, inputs=None, *, token_ids=None, padding_mask=None):
-        """inputs: {"token_ids", "padding_mask"} (batch, seq) -> logits (batch, num_classes)."""
-        backbone_inputs, _ = self.backbone_inputs(inputs, token_ids, padding_mask)
-        x = self.backbone(backbone_inputs)[:, 0, :]  # <s> (B, H)
+    def forward(
+        self,
+        inputs=None,
+        *,
+        token_ids=None,
+        padding_mask=None,
+        position_ids=None,
+        cu_seqlens=None,
+        max_seqlen=None,
+        labels=None,
+        return_dict=None,
+    ):
+        """inputs: {"token_ids", "padding_mask"} (batch, seq), or a packed batch
+        {"token_ids": (total,), "cu_seqlens": (batch + 1,)} (each sequence's first token is
+        its <s>) -> (batch, num_classes) outputs (after `activation`).
+
+        With `labels` ((batch,) class ids, (batch,) floats for num_classes == 1, or (batch,
+        num_classes) 0/1 floats for multi-label; see `problem_type`) -> TaskOutput(loss, logits).
+        """
+        backbone_inputs, _, targets = self.split_call(
+            inputs, token_ids=token_ids, padding_mask=padding_mask, position_ids=position_ids,
+            cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, targets={"labels": labels},
+        )
+        labels = targets["labels"]
+        if labels is not None:  # checked before the model runs
+            batch, _ = self.call_shape(backbone_inputs)
+            kind, labels = losses.classifier_targets(
+                labels, batch=batch, num_classes=self.num_classes, problem_type=self.problem_type,
+                activation=self.activation, device=self.device,
+            )
+        x = self.backbone(backbone_inputs)  # (B, T, H), or packed (total, H)
+        x = first_tokens(x, self.packed_lengths(backbone_inputs, x.device))  # <s> (B, H)
         x = self.pooled_dense(self.pooled_dropout(x)).tanh()  # (B, hidden_dim)
-        logits = self.output_dense(self.output_dropout(x))  # (B, num_classes)
-        return heads.ACTIVATIONS[self.activation](logits)
+        scores = self.output_dense(self.output_dropout(x))  # (B, num_classes)
+        outputs = heads.ACTIVATIONS[self.activation](scores)
+        loss = None if labels is None else losses.classifier_loss(kind, scores, outputs, labels)
+        return self.task_output(return_dict, outputs, loss, logits=outputs)
 
 
 class XLMRobertaTextClassifier(RobertaTextClassifier):

@@ -5,12 +5,14 @@ from __future__ import annotations
 from torch import nn
 
 from ..backbone import XLMRobertaBackbone
-from . import heads
+from . import heads, losses
 from .base import Task, check_dropout, check_labels, check_num_classes, labels_config
 
 
 class RobertaTokenClassifier(Task):
-    """Per-token classification (NER, POS): returns `(batch, seq, num_classes)` logits."""
+    """Per-token classification (NER, POS): returns `(batch, seq, num_classes)` logits
+    (packed input: `(total, num_classes)`); with `labels` (one class id per token, -100 where
+    no label counts, as transformers) a TaskOutput(loss, logits)."""
 
     task_kind = "token_classifier"
     transformers_architecture = "RobertaForTokenClassification"
@@ -40,10 +42,32 @@ class RobertaTokenClassifier(Task):
         config = {"num_classes": self.num_classes, "dropout": self.dropout}
         return {**config, **labels_config(self)}
 
-    def forward(self, inputs=None, *, token_ids=None, padding_mask=None):
-        backbone_inputs, _ = self.backbone_inputs(inputs, token_ids, padding_mask)
-        x = self.backbone(backbone_inputs)  # (B, T, H)
-        return self.classifier(self.classifier_dropout(x))  # (B, T, num_classes)
+    def forward(
+        self,
+        inputs=None,
+        *,
+        token_ids=None,
+        padding_mask=None,
+        position_ids=None,
+        cu_seqlens=None,
+        max_seqlen=None,
+        labels=None,
+        return_dict=None,
+    ):
+        backbone_inputs, _, targets = self.split_call(
+            inputs, token_ids=token_ids, padding_mask=padding_mask, position_ids=position_ids,
+            cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, targets={"labels": labels},
+        )
+        labels = targets["labels"]
+        if labels is not None:  # checked before the model runs
+            _, shape = self.call_shape(backbone_inputs)
+            labels = losses.token_targets(labels, shape=shape, num_classes=self.num_classes, device=self.device)
+        x = self.backbone(backbone_inputs)  # (B, T, H), or packed (total, H)
+        logits = self.classifier(self.classifier_dropout(x))  # (B, T, num_classes)
+        loss = None
+        if labels is not None:
+            loss = losses.token_loss(logits, labels, self.valid_tokens(backbone_inputs, logits.device))
+        return self.task_output(return_dict, logits, loss, logits=logits)
 
 
 class XLMRobertaTokenClassifier(RobertaTokenClassifier):
