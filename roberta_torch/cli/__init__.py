@@ -19,8 +19,8 @@ import json
 import logging
 import sys
 
-from .embedding.embed_cli import add_embed_parser
-from .presets import registry
+from .embed import add_embed_parser
+from ..presets import registry
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ def _cmd_presets(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from .backbone import Backbone
-    from .presets.preset import open_preset
+    from ..backbone import Backbone
+    from ..presets.preset import open_preset
 
     preset = open_preset(args.preset, allow_pickle=args.allow_pickle)
     Backbone.class_for_preset(preset.class_name, preset)
@@ -80,9 +80,9 @@ def _cmd_info(args) -> int:
 
 def _source_preprocessor_or_tokenizer(preset):
     """The preset's preprocessor (when it saved one) or tokenizer, or None if it has neither."""
-    from .preprocessor import Preprocessor
-    from .presets import files
-    from .tokenizers import Tokenizer
+    from ..preprocessor import Preprocessor
+    from ..presets import files
+    from ..tokenizers import Tokenizer
 
     try:
         if preset.file(files.KERAS_PREPROCESSOR_FILE) is not None:
@@ -100,9 +100,9 @@ def _shard_size_argument(text: str):
 
 
 def _cmd_convert(args) -> int:
-    from .backbone import Backbone
-    from .presets import files, saving
-    from .presets.preset import open_preset
+    from ..backbone import Backbone
+    from ..presets import files, saving
+    from ..presets.preset import open_preset
 
     preset = open_preset(args.preset, allow_pickle=args.allow_pickle)
     overrides = {"dtype": args.dtype} if args.dtype else {}
@@ -120,7 +120,7 @@ def _cmd_convert(args) -> int:
         if text is not None:
             try:
                 if args.to == "transformers":  # transformers reads tokenizer files only
-                    from .tokenizers.hf_files import save_hf_files
+                    from ..tokenizers.hf_files import save_hf_files
 
                     text = getattr(text, "tokenizer", text)
                     save_hf_files(text, staging, model_max_length=model.max_sequence_length)

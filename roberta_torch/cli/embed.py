@@ -13,7 +13,7 @@ always complete.
 Under `torchrun --nproc-per-node N` every rank embeds its share of each chunk and rank 0 writes:
 
     torchrun --nproc-per-node 8 --no-python roberta-torch embed --preset bge_m3 in.jsonl --out out.npy
-    torchrun --nproc-per-node 8 -m roberta_torch.embedding.embed_cli embed --preset bge_m3 in.jsonl --out out.npy
+    torchrun --nproc-per-node 8 -m roberta_torch.cli.embed embed --preset bge_m3 in.jsonl --out out.npy
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import sys
 import numpy as np
 
 from ..presets import files
-from . import distributed
+from ..embedding import distributed
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def _json_id(value):
 
 def assemble(store: ChunkStore, chunks: int, ids: list, out: pathlib.Path, precision: str) -> tuple[int, ...]:
     """Write OUT from the chunk files: a temporary file first, renamed over OUT when complete."""
-    from .text_embedder import quantize
+    from ..embedding.text_embedder import quantize
 
     ranges = None
     if precision in ("int8", "uint8"):  # one set of buckets for the whole output
@@ -229,8 +229,8 @@ def embed_file(preset, input, out, *, field: str = "text", id_field: str | None 
 
     `on_chunk_written(number)` is called on rank 0 after each chunk file is safely written.
     """
-    from .batching import check_positive_int
-    from .text_embedder import TextEmbedder
+    from ..embedding.batching import check_positive_int
+    from ..embedding.text_embedder import TextEmbedder
 
     input, out = pathlib.Path(input), pathlib.Path(out)
     chunk_size = check_positive_int(chunk_size, "chunk_size")
@@ -339,7 +339,7 @@ def run_embed_command(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m roberta_torch.embedding.embed_cli embed ...` (the same as `roberta-torch embed ...`)."""
+    """`python -m roberta_torch.cli.embed embed ...` (the same as `roberta-torch embed ...`)."""
     parser = argparse.ArgumentParser(prog="roberta-torch")
     add_embed_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
