@@ -13,7 +13,7 @@ always complete.
 Under `torchrun --nproc-per-node N` every rank embeds its share of each chunk and rank 0 writes:
 
     torchrun --nproc-per-node 8 --no-python roberta-torch embed --preset bge_m3 in.jsonl --out out.npy
-    torchrun --nproc-per-node 8 -m roberta_torch.cli.embed embed --preset bge_m3 in.jsonl --out out.npy
+    torchrun --nproc-per-node 8 -m roberta_torch embed --preset bge_m3 in.jsonl --out out.npy
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import logging
 import os
 import pathlib
 import shutil
-import sys
 
 import numpy as np
 
@@ -296,12 +295,11 @@ def embed_file(preset, input, out, *, field: str = "text", id_field: str | None 
             "world_size": world_size}
 
 
-def add_embed_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the `embed` subcommand to an argparse subparsers object (its `run` default runs it)."""
-    parser = subparsers.add_parser(
-        "embed", help="embed a .txt / .jsonl / .csv file of texts (resumable; torchrun-aware)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+HELP = "embed a .txt / .jsonl / .csv file of texts (resumable; torchrun-aware)"
+DESCRIPTION = __doc__
+
+
+def add_arguments(parser) -> None:
     parser.add_argument("input", help="a .txt (one text per line), .jsonl or .csv file")
     parser.add_argument("--preset", required=True, help="bge_m3, multilingual_e5_base, a sentence-transformers "
                         "directory, hf://owner/name, or any backbone preset")
@@ -320,11 +318,9 @@ def add_embed_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", help="e.g. cpu or cuda (default: the preset's; cuda:LOCAL_RANK under torchrun)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT and any unfinished run")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(run=run_embed_command)
-    return parser
 
 
-def run_embed_command(args) -> int:
+def run(args) -> int:
     summary = embed_file(
         args.preset, args.input, args.out, field=args.field, id_field=args.id_field, batch_size=args.batch_size,
         max_tokens_per_batch=args.max_tokens_per_batch, prompt_name=args.prompt_name, normalize=args.normalize,
@@ -336,20 +332,3 @@ def run_embed_command(args) -> int:
         print(f"Wrote {summary['texts']} embeddings {tuple(summary['shape'])} to {summary['out']} "
               f"({summary['chunks']} chunks{resumed}, {summary['world_size']} process(es))")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m roberta_torch.cli.embed embed ...` (the same as `roberta-torch embed ...`)."""
-    parser = argparse.ArgumentParser(prog="roberta-torch")
-    add_embed_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return args.run(args)
-    except (ValueError, TypeError, OSError, ImportError) as error:
-        print(f"roberta-torch {args.command}: error: {error}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

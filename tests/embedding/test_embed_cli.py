@@ -13,7 +13,8 @@ import pytest
 import roberta_torch
 from helpers.paths import REPO_ROOT
 from helpers.sentence_transformers_dirs import TEXTS, sentence_transformers_dir
-from roberta_torch.cli.embed import embed_file, main
+from roberta_torch.cli import main
+from roberta_torch.cli.embed import embed_file
 
 pytest.importorskip("sentence_transformers")  # writes the test directories
 
@@ -136,7 +137,7 @@ def test_torchrun_two_gloo_processes_equal_one(preset, expected, tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-               "-m", "roberta_torch.cli.embed", "embed", "--preset", preset, str(source),
+               "-m", "roberta_torch", "embed", "--preset", preset, str(source),
                "--out", str(tmp_path / "out.jsonl"), "--field", "body", "--id-field", "doc", "--chunk-size", "8",
                "--batch-size", "3", "--no-progress"]
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
