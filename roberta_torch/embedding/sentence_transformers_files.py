@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import pathlib
 
 import torch
@@ -132,12 +133,22 @@ def _read_transformer(path: pathlib.Path, config: EmbeddingConfig) -> None:
         max_length = _read_json_object(path / "tokenizer_config.json").get("model_max_length")
         positions = _read_json_object(path / "config.json").get("max_position_embeddings")
         if positions is not None:
-            max_length = positions if max_length is None else min(int(max_length), int(positions))
+            max_length = positions if max_length is None else min(max_length, positions, key=_length_key(path))
     if max_length is not None:
-        if isinstance(max_length, bool) or not isinstance(max_length, (int, float)) or max_length < 2:
-            raise ValueError(f"max_seq_length {max_length!r} read from {str(path)!r} must be an int >= 2.")
-        config.max_seq_length = int(max_length)
+        config.max_seq_length = _length_key(path)(max_length)
     config.do_lower_case = bool(settings.get("do_lower_case", False))
+
+
+def _length_key(path: pathlib.Path):
+    """A length read from `path`'s JSON files as an int; ValueError for anything else
+    (a bool, a string, NaN, Infinity, < 2)."""
+
+    def check(value) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 2:
+            raise ValueError(f"max_seq_length {value!r} read from {str(path)!r} must be an int >= 2.")
+        return int(value)
+
+    return check
 
 
 def _read_pooling(path: pathlib.Path, config: EmbeddingConfig) -> None:
