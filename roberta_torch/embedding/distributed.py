@@ -62,21 +62,15 @@ def gather_to_rank0(local: np.ndarray, total: int) -> np.ndarray | None:
 
 
 def encode_sharded(embedder, texts: list[str], **encode_kwargs) -> np.ndarray | None:
-    """`embedder.encode(texts, ...)` split over the ranks; the result on rank 0, None elsewhere.
-
-    Quantized precisions are applied on rank 0 to all rows at once (int8 ranges are global).
-    """
-    from .text_embedder import quantize
-
+    """`embedder.encode(texts, convert_to="numpy", ...)` split over the ranks: float32 rows in
+    input order on rank 0, None elsewhere. (Quantize on rank 0 afterwards: int8 ranges must
+    span every rank's rows.)"""
+    if encode_kwargs.get("precision", "float32") != "float32":
+        raise ValueError("encode_sharded returns float32 rows; quantize them on rank 0 (int8 ranges span all ranks).")
     rank, world_size = world()
-    precision = encode_kwargs.pop("precision", "float32")
-    encode_kwargs.pop("convert_to", None)
     local = embedder.encode(texts[rank::world_size], convert_to="numpy", **encode_kwargs)
     local = local.reshape(-1, embedder.embedding_dim)
-    out = gather_to_rank0(local, len(texts))
-    if out is not None and precision != "float32":
-        out = quantize(out, precision)
-    return out
+    return gather_to_rank0(local, len(texts))
 
 
 def barrier() -> None:
