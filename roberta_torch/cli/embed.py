@@ -350,58 +350,59 @@ def embed_file(preset, input, out, *, field: str = "text", id_field: str | None 
     if not texts:
         raise ValueError(f"INPUT {str(input)!r} holds no texts.")
     rank, world_size, dist_device = distributed.init_from_environment()
-    kwargs = {}
-    if dtype:
-        kwargs["dtype"] = dtype
-    device = device or (str(dist_device) if dist_device is not None else None)
-    if device:
-        kwargs["device"] = device
-    embedder = TextEmbedder.from_preset(preset, **kwargs)
+    with distributed.process_group_scope():
+        kwargs = {}
+        if dtype:
+            kwargs["dtype"] = dtype
+        device = device or (str(dist_device) if dist_device is not None else None)
+        if device:
+            kwargs["device"] = device
+        embedder = TextEmbedder.from_preset(preset, **kwargs)
 
-    stat = input.stat()
-    manifest = {
-        "input": str(input.resolve()), "input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns,
-        "preset": str(preset), "model": model_fingerprint(preset), "field": field, "id_field": id_field,
-        "prompt_name": prompt_name, "normalize": normalize, "dtype": dtype, "chunk_size": chunk_size,
-        "num_texts": len(texts), "embedding_dim": embedder.embedding_dim,
-    }
-    store = ChunkStore(out, manifest)
-    done = distributed.broadcast_from_rank0(_start_run(store, out, overwrite) if rank == 0 else None)
-    if isinstance(done, str):  # rank 0 refused: every rank stops with its message
-        raise ValueError(done)
-    chunks = (len(texts) + chunk_size - 1) // chunk_size
-    todo = [n for n in range(chunks) if n not in set(done)]
-    if rank == 0 and done:
-        logger.info("Resuming: %d of %d chunks already in %s", len(done), chunks, store.directory)
-    progress = None
-    if rank == 0 and show_progress_bar:
-        from tqdm.auto import tqdm
+        stat = input.stat()
+        manifest = {
+            "input": str(input.resolve()), "input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns,
+            "preset": str(preset), "model": model_fingerprint(preset), "field": field, "id_field": id_field,
+            "prompt_name": prompt_name, "normalize": normalize, "dtype": dtype, "chunk_size": chunk_size,
+            "num_texts": len(texts), "embedding_dim": embedder.embedding_dim,
+        }
+        store = ChunkStore(out, manifest)
+        done = distributed.broadcast_from_rank0(_start_run(store, out, overwrite) if rank == 0 else None)
+        if isinstance(done, str):  # rank 0 refused: every rank stops with its message
+            raise ValueError(done)
+        chunks = (len(texts) + chunk_size - 1) // chunk_size
+        todo = [n for n in range(chunks) if n not in set(done)]
+        if rank == 0 and done:
+            logger.info("Resuming: %d of %d chunks already in %s", len(done), chunks, store.directory)
+        progress = None
+        if rank == 0 and show_progress_bar:
+            from tqdm.auto import tqdm
 
-        finished = sum(min(chunk_size, len(texts) - n * chunk_size) for n in done)
-        progress = tqdm(total=len(texts), initial=finished, desc="Embedding", unit="text")
-    try:
-        for number in todo:
-            chunk = texts[number * chunk_size : (number + 1) * chunk_size]
-            embeddings = distributed.encode_sharded(
-                embedder, chunk, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
-                prompt_name=prompt_name, normalize=normalize, show_progress_bar=False,
-            )
-            if rank == 0:
-                store.write(number, embeddings.astype(np.float32))
-                if progress is not None:
-                    progress.update(len(chunk))
-                if on_chunk_written is not None:
-                    on_chunk_written(number)
-    finally:
-        if progress is not None:
-            progress.close()
-    distributed.barrier()
-    if rank != 0:
-        return None
-    shape = assemble(store, chunks, ids, out, precision)
-    store.remove()
-    return {"out": str(out), "shape": shape, "texts": len(texts), "chunks": chunks, "resumed_chunks": len(done),
-            "world_size": world_size}
+            finished = sum(min(chunk_size, len(texts) - n * chunk_size) for n in done)
+            progress = tqdm(total=len(texts), initial=finished, desc="Embedding", unit="text")
+        try:
+            for number in todo:
+                chunk = texts[number * chunk_size : (number + 1) * chunk_size]
+                embeddings = distributed.encode_sharded(
+                    embedder, chunk, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
+                    prompt_name=prompt_name, normalize=normalize, show_progress_bar=False,
+                )
+                if rank == 0:
+                    store.write(number, embeddings.astype(np.float32))
+                    if progress is not None:
+                        progress.update(len(chunk))
+                    if on_chunk_written is not None:
+                        on_chunk_written(number)
+        finally:
+            if progress is not None:
+                progress.close()
+        distributed.barrier()
+        if rank != 0:
+            return None
+        shape = assemble(store, chunks, ids, out, precision)
+        store.remove()
+        return {"out": str(out), "shape": shape, "texts": len(texts), "chunks": chunks, "resumed_chunks": len(done),
+                "world_size": world_size}
 
 
 HELP = "embed a .txt / .jsonl / .csv file of texts (resumable; torchrun-aware)"
