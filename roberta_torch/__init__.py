@@ -6,6 +6,7 @@ from .inputs import transformers_position_ids
 from .kernels import flash_attention, flash_attention_varlen
 from .packing import pack_padded_batch, pack_sequences
 from .preprocessor import Preprocessor, RobertaPreprocessor, XLMRobertaPreprocessor
+from .text_inputs import pad_sequences
 from .presets.preset import Preset, open_preset
 from .tokenizers import RobertaTokenizer, Tokenizer, XLMRobertaTokenizer
 from . import tasks
@@ -26,6 +27,7 @@ __all__ = [
     "flash_attention_varlen",
     "pack_sequences",
     "pack_padded_batch",
+    "pad_sequences",
     "Tokenizer",
     "RobertaTokenizer",
     "XLMRobertaTokenizer",

@@ -1,4 +1,4 @@
-"""`python -m roberta_torch ...`: see roberta_torch/cli.py."""
+"""`python -m roberta_torch ...`: see roberta_torch/cli/__init__.py."""
 
 from .cli import main
 

@@ -1,4 +1,4 @@
-"""Text (or text pairs) -> the backbone's `{"token_ids", "padding_mask"}` torch tensors.
+"""Text (or text pairs) -> the backbone's `{"token_ids", "padding_mask"}` (torch or numpy).
 
 Packs like keras_hub's `RobertaTextClassifierPreprocessor` / `MultiSegmentPacker`:
 
@@ -11,7 +11,9 @@ a time from each segment in turn, so the longer one is cut first; or "waterfall"
 last segments are cut first), then rows are right-padded with the pad id. By default a
 batch is padded only to its longest row (less compute for short text); with
 `pad_to_sequence_length=True` every row has `sequence_length` ids, as in keras_hub.
-The ids of every row equal keras_hub's (its rows cut to the batch width).
+The ids of every row equal keras_hub's (its rows cut to the batch width). Only the part of
+a text that can be kept is tokenized. The steps are text_inputs.py's, shared with the task
+preprocessors and the TextEmbedder.
 """
 
 from __future__ import annotations
@@ -19,15 +21,15 @@ from __future__ import annotations
 import numbers
 import pathlib
 
-import torch
-
+from . import text_inputs
 from .presets import files, names, tokenizer_files
 from .presets.preset import open_preset
 from .tokenizers.base import Tokenizer, canonicalize_texts
 from .tokenizers.roberta_tokenizer import RobertaTokenizer
 from .tokenizers.xlm_roberta_tokenizer import XLMRobertaTokenizer
+# The packing itself lives in text_inputs (shared with the task preprocessors and the embedder).
+from .text_inputs import TRUNCATE_CHOICES, truncate_round_robin, truncate_waterfall  # noqa: F401
 
-TRUNCATE_CHOICES = ("round_robin", "waterfall")
 DEFAULT_SEQUENCE_LENGTH = 512  # keras_hub's default
 # keras_hub's preprocessor class (and module) for each tokenizer class.
 _KERAS_PREPROCESSORS = {
@@ -39,41 +41,8 @@ _KERAS_PREPROCESSORS = {
 }
 
 
-def truncate_round_robin(lengths: list[int], budget: int) -> list[int]:
-    """Kept lengths: take tokens from the segments in turn (first tokens first) until `budget`.
-
-    Equals tensorflow_text's RoundRobinTrimmer (keras_hub's "round_robin").
-    """
-    kept = [0] * len(lengths)
-    budget = max(budget, 0)
-    while budget > 0:
-        progressed = False
-        for index, length in enumerate(lengths):
-            if budget > 0 and kept[index] < length:
-                kept[index] += 1
-                budget -= 1
-                progressed = True
-        if not progressed:
-            break
-    return kept
-
-
-def truncate_waterfall(lengths: list[int], budget: int) -> list[int]:
-    """Kept lengths: fill the segments in order; later segments are cut first."""
-    kept = []
-    budget = max(budget, 0)
-    for length in lengths:
-        take = min(length, budget)
-        kept.append(take)
-        budget -= take
-    return kept
-
-
-_TRUNCATORS = {"round_robin": truncate_round_robin, "waterfall": truncate_waterfall}
-
-
 class Preprocessor:
-    """Tokenize, pack with `<s>` / `</s></s>` / `</s>`, truncate, pad, batch to torch.
+    """Tokenize, pack with `<s>` / `</s></s>` / `</s>`, truncate, pad, batch to torch (or numpy).
 
     Args:
         tokenizer: a `RobertaTokenizer` or `XLMRobertaTokenizer` (its own
@@ -88,7 +57,8 @@ class Preprocessor:
         `pre(("first", "second"))`, `pre(firsts, seconds)`  pairs (a tuple = segments, as
                                                             in keras_hub; a list = a batch);
         `pre([("a1", "b1"), ("a2", "b2")])`                 a batch of pairs.
-    Returns `{"token_ids": (B, T) int64, "padding_mask": (B, T) bool}` with B = 1 for a
+    Returns `{"token_ids": (B, T) int64, "padding_mask": (B, T) bool}` torch tensors (numpy
+    arrays with `return_tensors="np"`, e.g. inside `datasets.Dataset.map`) with B = 1 for a
     single text. `padding_mask` is True on the packed tokens (keras_hub computes it as
     `token_ids != pad_id`; the two differ only for text that spells out "<pad>").
     """
@@ -156,18 +126,14 @@ class Preprocessor:
 
     # -- call -------------------------------------------------------------------------------
 
-    def __call__(self, x, text_pair=None) -> dict[str, torch.Tensor]:
-        segments = self._segments(x, text_pair)  # [segment][row] -> list of ids
-        rows = [self._pack([segment[b] for segment in segments]) for b in range(len(segments[0]))]
-        width = self.sequence_length if self.pad_to_sequence_length else max(len(r) for r in rows)
-        token_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        padding_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-        for b, row in enumerate(rows):
-            token_ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
-            padding_mask[b, : len(row)] = True
-        return {"token_ids": token_ids, "padding_mask": padding_mask}
+    def __call__(self, x, text_pair=None, *, return_tensors: str = "pt") -> dict:
+        text_inputs.check_return_tensors(return_tensors)
+        segments = self._segments(x, text_pair)  # [segment][row] -> text
+        rows = text_inputs.encode_segments(self.tokenizer, segments, self.sequence_length, self.truncate)
+        width = self.sequence_length if self.pad_to_sequence_length else None
+        return text_inputs.pad_rows(rows, self.tokenizer.pad_token_id, width=width, return_tensors=return_tensors)
 
-    def _segments(self, x, text_pair) -> list[list[list[int]]]:
+    def _segments(self, x, text_pair) -> list[list[str]]:
         if text_pair is not None:
             if isinstance(x, tuple):
                 raise TypeError("Pass segments either as a tuple `x` or as `x, text_pair`, not both.")
@@ -196,23 +162,7 @@ class Preprocessor:
             )
         if not texts[0]:
             raise ValueError("`x` is an empty batch; pass at least one text.")
-        return [self.tokenizer.encode_batch(list(segment_texts)) for segment_texts in texts]
-
-    def _pack(self, segments: list[list[int]]) -> list[int]:
-        start, end = self.tokenizer.start_token_id, self.tokenizer.end_token_id
-        num_special = 2 + 2 * (len(segments) - 1)  # <s>, </s> and </s></s> between segments
-        budget = self.sequence_length - num_special
-        if budget < 0:
-            raise ValueError(
-                f"`sequence_length`={self.sequence_length} cannot hold the {num_special} special "
-                f"tokens of {len(segments)} segments; use a sequence_length >= {num_special}."
-            )
-        kept = _TRUNCATORS[self.truncate]([len(s) for s in segments], budget)
-        row = [start]
-        for index, (segment, length) in enumerate(zip(segments, kept)):
-            row.extend(segment[:length])
-            row.extend([end] if index == len(segments) - 1 else [end, end])
-        return row
+        return [list(segment_texts) for segment_texts in texts]
 
     def __repr__(self) -> str:
         return (

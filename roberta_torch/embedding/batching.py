@@ -1,4 +1,4 @@
-"""Length-sorted batches under a token budget, and the one function that builds model input.
+"""Length-sorted batches under a token budget (the rows are padded by text_inputs.pad_rows).
 
 Texts are sorted longest first (an out-of-memory batch shows up at the start, not after an
 hour), cut into batches of at most `batch_size` texts and, with `max_tokens_per_batch`, at
@@ -9,8 +9,6 @@ packed batch holds), then every result is put back in input order.
 from __future__ import annotations
 
 import numbers
-
-import torch
 
 
 def check_positive_int(value, argument: str, allow_none: bool = False):
@@ -54,19 +52,3 @@ def length_sorted_batches(
     if current:
         batches.append(current)
     return batches
-
-
-def build_batch(rows: list[list[int]], pad_id: int, device) -> dict[str, torch.Tensor]:
-    """Token-id rows -> the backbone's input: right-padded `token_ids` and `padding_mask`.
-
-    The one place that decides the input layout (a packed `cu_seqlens` input later changes
-    only this function and the pooling that reads its mask). The backbone runs such a batch padding-free
-    by itself when enough of it is padding.
-    """
-    width = max(len(row) for row in rows)
-    token_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    padding_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for b, row in enumerate(rows):
-        token_ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
-        padding_mask[b, : len(row)] = True
-    return {"token_ids": token_ids.to(device), "padding_mask": padding_mask.to(device)}

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import text_inputs
 from ..backbone import PADDING_FREE_MIN_PADDING_FRACTION, Backbone
 from ..presets import registry
 from ..presets.preset import open_preset
@@ -154,9 +155,9 @@ class TextEmbedder(nn.Module):
             )
         return self.config.prompts[name]
 
-    def _row(self, ids: list[int]) -> list[int]:
-        budget = self.config.max_seq_length - 2  # <s> ... </s>, as sentence-transformers truncates
-        return [self.tokenizer.start_token_id, *ids[:budget], self.tokenizer.end_token_id]
+    def _rows(self, texts: list[str]) -> list[list[int]]:
+        # <s> ids </s>, at most max_seq_length ids, as sentence-transformers truncates.
+        return text_inputs.encode_segments(self.tokenizer, [texts], self.config.max_seq_length)
 
     def tokenize(self, texts: list[str], prompt: str | None = None) -> tuple[list[list[int]], int]:
         """Texts -> token-id rows (`<s>` prompt+text `</s>`, truncated) and the prompt's length
@@ -165,12 +166,12 @@ class TextEmbedder(nn.Module):
             texts = [prompt + text for text in texts]
         if self.config.do_lower_case:
             texts = [text.lower() for text in texts]
-        rows = [self._row(ids) for ids in self.tokenizer.encode_batch(texts)] if texts else []
+        rows = self._rows(texts) if texts else []
         prompt_length = 0
         if prompt and not self.config.include_prompt:
             if prompt not in self._prompt_lengths:
                 text = prompt.lower() if self.config.do_lower_case else prompt
-                self._prompt_lengths[prompt] = len(self._row(self.tokenizer.encode_batch([text])[0])) - 1
+                self._prompt_lengths[prompt] = len(self._rows([text])[0]) - 1
             prompt_length = self._prompt_lengths[prompt]
         return rows, prompt_length
 
@@ -193,7 +194,7 @@ class TextEmbedder(nn.Module):
         try:
             with torch.inference_mode():
                 for indices in groups:
-                    inputs = batching.build_batch([rows[i] for i in indices], self.tokenizer.pad_token_id, device)
+                    inputs = text_inputs.pad_rows([rows[i] for i in indices], self.tokenizer.pad_token_id, device=device)
                     yield indices, inputs, self.backbone(inputs)
                     if progress is not None:
                         progress.update(len(indices))

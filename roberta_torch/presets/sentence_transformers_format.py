@@ -20,6 +20,7 @@ since 2.x (and Text Embeddings Inference) reads.
 from __future__ import annotations
 
 import logging
+import math
 import pathlib
 
 from . import bge_m3_files, files, names, saving
@@ -163,11 +164,11 @@ class SentenceTransformersLoader(PresetLoader):
             max_length = (encoder.json(names.HF_TOKENIZER_CONFIG) or {}).get("model_max_length")
             positions = encoder.raw_config.get("max_position_embeddings")
             if positions is not None:
-                max_length = positions if max_length is None else min(int(max_length), int(positions))
+                max_length = positions if max_length is None else min(
+                    _checked_length(max_length, where), _checked_length(positions, where)
+                )
         if max_length is not None:
-            if isinstance(max_length, bool) or not isinstance(max_length, (int, float)) or max_length < 2:
-                raise ValueError(f"max_seq_length {max_length!r} read from {where!r} must be an int >= 2.")
-            config.max_seq_length = int(max_length)
+            config.max_seq_length = _checked_length(max_length, where)
         config.do_lower_case = bool(settings.get("do_lower_case", False))
 
     def _read_pooling(self, name: str, config: EmbeddingConfig) -> None:
@@ -274,3 +275,11 @@ def save_embedder(embedder, directory, format: str = "sentence-transformers", *,
     with files.staged_directory(directory, overwrite=overwrite) as staging:
         write_embedder(embedder, staging)
     return pathlib.Path(directory)
+
+
+def _checked_length(value, where: str) -> int:
+    """A sequence length read from `where`'s JSON files as an int; ValueError for anything
+    else (a bool, a string, NaN, Infinity, < 2)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 2:
+        raise ValueError(f"max_seq_length {value!r} read from {where!r} must be an int >= 2.")
+    return int(value)

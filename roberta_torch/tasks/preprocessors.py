@@ -19,6 +19,7 @@ import numbers
 
 import torch
 
+from .. import text_inputs
 from ..preprocessor import (
     DEFAULT_SEQUENCE_LENGTH,
     Preprocessor,
@@ -43,6 +44,17 @@ def _pack_x_y_sample_weight(x, y=None, sample_weight=None):
     if sample_weight is None:
         return x, y
     return x, y, sample_weight
+
+
+def _converted(values, return_tensors: str):
+    """Tensors (also inside dicts) -> numpy arrays for return_tensors="np"."""
+    if return_tensors == "pt":
+        return values
+    if isinstance(values, dict):
+        return {k: _converted(v, return_tensors) for k, v in values.items()}
+    if isinstance(values, (tuple, list)):
+        return type(values)(_converted(v, return_tensors) for v in values)
+    return values.numpy() if isinstance(values, torch.Tensor) else values
 
 
 class TextClassifierPreprocessor:
@@ -72,16 +84,19 @@ class TextClassifierPreprocessor:
     def sequence_length(self) -> int:
         return self.packer.sequence_length
 
-    def __call__(self, x, y=None, sample_weight=None):
-        inputs = self.packer(x)
+    def __call__(self, x, y=None, sample_weight=None, *, return_tensors: str = "pt"):
+        """`x` as `Preprocessor` takes it; `y` / `sample_weight` (one entry per text) come back
+        as tensors (numpy arrays with `return_tensors="np"`)."""
+        text_inputs.check_return_tensors(return_tensors)
         y, sample_weight = _as_label_tensor(y, "y"), _as_label_tensor(sample_weight, "sample_weight")
+        inputs = self.packer(x)
         batch = inputs["token_ids"].shape[0]
         for value, argument in ((y, "y"), (sample_weight, "sample_weight")):
             if value is not None and (value.dim() == 0 or value.shape[0] != batch):
                 raise ValueError(
                     f"`{argument}` must have one entry per text ({batch}); got shape {tuple(value.shape)}."
                 )
-        return _pack_x_y_sample_weight(inputs, y, sample_weight)
+        return _pack_x_y_sample_weight(*_converted((inputs, y, sample_weight), return_tensors))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.packer!r})"
@@ -93,6 +108,9 @@ class RobertaTextClassifierPreprocessor(TextClassifierPreprocessor):
 
 class XLMRobertaTextClassifierPreprocessor(TextClassifierPreprocessor):
     preprocessor_cls = XLMRobertaPreprocessor
+
+
+DEFAULT_MASK_SELECTION_LENGTH = 96  # keras_hub's
 
 
 def _check_rate(value, argument: str) -> float:
@@ -111,13 +129,15 @@ class MaskedLMPreprocessor(TextClassifierPreprocessor):
 
     def __init__(self, tokenizer, sequence_length: int = DEFAULT_SEQUENCE_LENGTH, truncate: str = "round_robin",
                  pad_to_sequence_length: bool = False, mask_selection_rate: float = 0.15,
-                 mask_selection_length: int = 96, mask_token_rate: float = 0.8, random_token_rate: float = 0.1,
+                 mask_selection_length: int = DEFAULT_MASK_SELECTION_LENGTH, mask_token_rate: float = 0.8,
+                 random_token_rate: float = 0.1,
                  seed: int | None = None):
         super().__init__(tokenizer, sequence_length, truncate, pad_to_sequence_length)
         self._set_masking(mask_selection_rate, mask_selection_length, mask_token_rate, random_token_rate, seed)
 
     @classmethod
-    def from_preset(cls, preset, mask_selection_rate: float = 0.15, mask_selection_length: int = 96,
+    def from_preset(cls, preset, mask_selection_rate: float = 0.15,
+                    mask_selection_length: int = DEFAULT_MASK_SELECTION_LENGTH,
                     mask_token_rate: float = 0.8, random_token_rate: float = 0.1, seed: int | None = None, **kwargs):
         instance = super().from_preset(preset, **kwargs)
         instance._set_masking(mask_selection_rate, mask_selection_length, mask_token_rate, random_token_rate, seed)
@@ -128,6 +148,15 @@ class MaskedLMPreprocessor(TextClassifierPreprocessor):
         is_int = isinstance(selection_length, numbers.Integral) and not isinstance(selection_length, bool)
         if not is_int or selection_length < 1:
             raise ValueError(f"`mask_selection_length` must be an int >= 1; got {selection_length!r}.")
+        # A row holds at most sequence_length - 2 maskable tokens: wider columns are only padding
+        # (B x mask_selection_length of it). keras_hub's default (96) stays valid for short rows.
+        limit = max(self.sequence_length, DEFAULT_MASK_SELECTION_LENGTH)
+        if selection_length > limit:
+            raise ValueError(
+                f"`mask_selection_length`={selection_length} is more than sequence_length={self.sequence_length} "
+                f"can use (at most {self.sequence_length - 2} maskable tokens per row); pass a "
+                f"mask_selection_length <= {limit}."
+            )
         self.mask_selection_length = int(selection_length)
         self.mask_token_rate = _check_rate(mask_token_rate, "mask_token_rate")
         self.random_token_rate = _check_rate(random_token_rate, "random_token_rate")
@@ -139,7 +168,8 @@ class MaskedLMPreprocessor(TextClassifierPreprocessor):
         tokenizer = self.tokenizer
         self.unselectable_token_ids = [tokenizer.start_token_id, tokenizer.end_token_id, tokenizer.pad_token_id]
 
-    def __call__(self, x, y=None, sample_weight=None):
+    def __call__(self, x, y=None, sample_weight=None, *, return_tensors: str = "pt"):
+        text_inputs.check_return_tensors(return_tensors)
         if y is not None or sample_weight is not None:
             raise ValueError(
                 "MaskedLMPreprocessor makes its own labels (mask_ids); pass text only "
@@ -148,7 +178,7 @@ class MaskedLMPreprocessor(TextClassifierPreprocessor):
         inputs = self.packer(x)
         token_ids, mask_positions, mask_ids, mask_weights = self.mask(inputs["token_ids"], inputs["padding_mask"])
         x = {"token_ids": token_ids, "padding_mask": inputs["padding_mask"], "mask_positions": mask_positions}
-        return x, mask_ids, mask_weights
+        return _converted((x, mask_ids, mask_weights), return_tensors)
 
     def mask(self, token_ids: torch.Tensor, padding_mask: torch.Tensor):
         """(masked token_ids, mask_positions, mask_ids, mask_weights) for packed rows (B, T)."""

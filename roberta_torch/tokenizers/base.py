@@ -19,6 +19,7 @@ from typing import Sequence, Union
 
 from ..presets import files, names, tokenizer_files
 from ..presets.preset import open_preset
+from . import prefix
 
 TextInput = Union[str, Sequence[str]]
 
@@ -155,18 +156,30 @@ class Tokenizer:
     def tokenize(self, inputs: TextInput):
         """str -> list[int]; list of str -> list[list[int]] (ragged unless sequence_length)."""
         texts, batched = canonicalize_texts(inputs, "inputs")
-        rows = self._encode_batch(texts) if texts else []
-        if self.sequence_length is not None:
-            length = self.sequence_length
-            rows = [row[:length] + [self.pad_token_id] * (length - len(row)) for row in rows]
+        length = self.sequence_length
+        rows = self._encode_prefixes(texts, length) if texts else []
+        if length is not None:
+            rows = [row + [self.pad_token_id] * (length - len(row)) for row in rows]
         return rows if batched else rows[0]
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        """The ids of each text, never truncated or padded (what packing starts from)."""
+    def encode_batch(self, texts: list[str], max_length: int | None = None) -> list[list[int]]:
+        """The ids of each text, not padded (what packing starts from).
+
+        `max_length`: keep only each text's first `max_length` ids, and tokenize only as much
+        of the text as they need (a prefix cut where the tokenizer provably splits, see
+        tokenizers/prefix.py), so a huge text costs what its kept part costs. The ids equal
+        the first `max_length` of the whole text's."""
         texts, batched = canonicalize_texts(texts, "texts")
         if not batched:
             raise TypeError("`texts` must be a list of str; wrap a single text in a list.")
-        return self._encode_batch(texts) if texts else []
+        if max_length is not None and (not _is_int(max_length) or max_length < 0):
+            raise ValueError(f"`max_length` must be None or an int >= 0; got {max_length!r}.")
+        return self._encode_prefixes(texts, max_length) if texts else []
+
+    def _encode_prefixes(self, texts: list[str], max_length: int | None) -> list[list[int]]:
+        if max_length is None:
+            return self._encode_batch(texts)
+        return prefix.encode_prefixes(self._encode_batch, texts, int(max_length), self._next_safe_cut)
 
     def detokenize(self, ids):
         """ids (list, nested list, array or tensor) -> str, or a list of str for a batch."""
@@ -268,6 +281,11 @@ class Tokenizer:
 
     def _decode_batch(self, rows: list[list[int]]) -> list[str]:
         raise NotImplementedError
+
+    def _next_safe_cut(self, text: str, start: int) -> int | None:
+        """The first position c >= start where `ids(text[:c])` is provably the start of
+        `ids(text)` (see tokenizers/prefix.py), or None: then the whole text is tokenized."""
+        return None
 
     def _check_id(self, id) -> int:
         if not _is_int(id):

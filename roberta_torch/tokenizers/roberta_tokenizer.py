@@ -18,6 +18,7 @@ import json
 import os
 from typing import Iterable
 
+from . import prefix
 from .base import Tokenizer, canonicalize_texts
 
 # keras_hub's RobertaTokenizer keeps exactly these whole when they appear in text.
@@ -215,6 +216,10 @@ class RobertaTokenizer(Tokenizer):
     def _decode_batch(self, rows: list[list[int]]) -> list[str]:
         # Special tokens stay in the text, as in keras_hub ("<s>hello</s>").
         return self._tokenizer.decode_batch(rows, skip_special_tokens=False)
+
+    def _next_safe_cut(self, text: str, start: int) -> int | None:
+        # GPT-2's pre-tokenizer splits there (tokenizers/prefix.py); never inside "<mask>" etc.
+        return prefix.next_cut(prefix.BYTE_LEVEL_BPE_CUTS, text, start, self.unsplittable_tokens)
 
     @classmethod
     def from_spec(cls, spec, **kwargs) -> "RobertaTokenizer":

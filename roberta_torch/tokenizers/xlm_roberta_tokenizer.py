@@ -18,8 +18,10 @@ on that file (equal to transformers; to keras_hub except on text spelling "<s>",
 
 from __future__ import annotations
 
+import functools
 import os
 
+from . import prefix
 from .base import Tokenizer, canonicalize_texts
 
 FAIRSEQ_PREFIX = ("<s>", "<pad>", "</s>", "<unk>")
@@ -119,6 +121,13 @@ class _SentencePieceBackend:
         pieces = [self.processor.IdToPiece(i) for i in range(self.piece_count)]
         return list(FAIRSEQ_PREFIX) + pieces[3:] + [MASK_TOKEN]
 
+    @functools.cached_property
+    def cut_pattern(self):
+        """Where a piece boundary is forced (tokenizers/prefix.py), from the model's pieces."""
+        return prefix.sentencepiece_cuts(self.processor.IdToPiece(i) for i in range(self.piece_count))
+
+    whole_tokens = ()  # sentencepiece matches its user-defined pieces like any other piece
+
 
 def _char_index_of_bytes(text: str) -> list[int]:
     """For each UTF-8 byte offset of `text` (and its end), the index of its character."""
@@ -197,6 +206,15 @@ class _TokenizerJsonBackend:
     def vocabulary(self) -> list[str]:
         return [self.tokenizer.id_to_token(i) for i in range(self.vocabulary_size)]
 
+    @functools.cached_property
+    def cut_pattern(self):
+        return prefix.sentencepiece_cuts(self.tokenizer.get_vocab(with_added_tokens=True))
+
+    @functools.cached_property
+    def whole_tokens(self) -> tuple[str, ...]:
+        """The added tokens ("<mask>", ...), matched in the text before the model runs."""
+        return tuple(token.content for token in self.tokenizer.get_added_tokens_decoder().values())
+
 
 class XLMRobertaTokenizer(Tokenizer):
     """XLM-R sentencepiece: text -> ids like keras_hub's `XLMRobertaTokenizer`.
@@ -269,6 +287,10 @@ class XLMRobertaTokenizer(Tokenizer):
 
     def _decode_batch(self, rows: list[list[int]]) -> list[str]:
         return self._backend.decode(rows)
+
+    def _next_safe_cut(self, text: str, start: int) -> int | None:
+        backend = self._backend
+        return prefix.next_cut(backend.cut_pattern, text, start, backend.whole_tokens)
 
     def encode_with_offsets(self, inputs):
         """Ids and each token's character offsets `(start, end)` in the text, as transformers'

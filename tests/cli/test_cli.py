@@ -133,3 +133,30 @@ def test_python_dash_m(tmp_path):
         timeout=120,
     )
     assert done.returncode == 1 and "does not exist" in done.stderr
+
+
+def test_a_subcommand_registers_through_the_table(monkeypatch, capsys):
+    """The documented hook (roberta_torch/cli/__init__.py): a module with HELP,
+    add_arguments(parser) and run(args) -> int, named in SUBCOMMANDS."""
+    import types
+
+    import roberta_torch.cli as cli
+
+    module = types.ModuleType("roberta_torch_test_hello")
+    module.HELP = "say hello"
+    module.add_arguments = lambda parser: parser.add_argument("--name", required=True)
+
+    def run(args):
+        if args.name == "bad":
+            raise ValueError("no such\nname")
+        print(f"hello {args.name}")
+        return 0
+
+    module.run = run
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(cli.SUBCOMMANDS, "hello", module.__name__)
+    assert main(["hello", "--name", "you"]) == 0
+    assert capsys.readouterr().out == "hello you\n"
+    assert main(["hello", "--name", "bad"]) == 1
+    assert capsys.readouterr().err == "roberta-torch hello: error: no such name\n"
+    assert "say hello" in cli.build_parser().format_help()

@@ -135,7 +135,7 @@ ALLOWED = {
     "presets/kaggle_download.py",  # the child's result file, kagglehub's cache listing
     "tokenizers/roberta_tokenizer.py",
     "tokenizers/xlm_roberta_tokenizer.py",
-    "embedding/embed_cli.py",
+    "cli/embed.py",
 }
 
 

@@ -112,3 +112,18 @@ def test_text_classifier_preprocessor_passes_labels_through():
     assert torch.equal(x["token_ids"], pre.packer([("a", "b"), ("c", "d")])["token_ids"])
     with pytest.raises(ValueError, match="`y`"):
         pre(TEXTS, [0, 1])
+
+
+def test_mask_selection_length_is_bounded_by_the_sequence_length():
+    """Before: 10**9 was accepted and the first call allocated B x 10**9 (issue 22 B4)."""
+    with pytest.raises(ValueError, match="mask_selection_length.*sequence_length=24.*<= 96"):
+        masker(mask_selection_length=10**9)
+    with pytest.raises(ValueError, match="mask_selection_length"):
+        RobertaMaskedLMPreprocessor.from_preset(str(TINY_PRESET), sequence_length=200, mask_selection_length=201)
+    tokenizer = masker().tokenizer
+    with pytest.raises(ValueError, match="mask_selection_length"):
+        RobertaMaskedLMPreprocessor(tokenizer, sequence_length=24, mask_selection_length=97)
+    # keras_hub's default (96) on short rows, and any width up to the sequence length, stay valid.
+    assert masker()(TEXTS)[1].shape == (3, 96)
+    long = RobertaMaskedLMPreprocessor(tokenizer, sequence_length=200, mask_selection_length=200)
+    assert long(TEXTS)[1].shape == (3, 200)

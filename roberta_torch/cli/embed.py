@@ -13,24 +13,25 @@ always complete.
 Under `torchrun --nproc-per-node N` every rank embeds its share of each chunk and rank 0 writes:
 
     torchrun --nproc-per-node 8 --no-python roberta-torch embed --preset bge_m3 in.jsonl --out out.npy
-    torchrun --nproc-per-node 8 -m roberta_torch.embedding.embed_cli embed --preset bge_m3 in.jsonl --out out.npy
+    torchrun --nproc-per-node 8 -m roberta_torch embed --preset bge_m3 in.jsonl --out out.npy
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import glob
+import hashlib
 import json
 import logging
 import os
 import pathlib
 import shutil
-import sys
 
 import numpy as np
 
+from ..embedding import distributed
 from ..presets import files
-from . import distributed
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def read_texts(path: pathlib.Path, field: str = "text", id_field: str | None = N
     if not path.is_file():
         raise FileNotFoundError(f"INPUT {str(path)!r} does not exist.")
     if suffix == ".txt":
-        texts = path.read_text(encoding="utf-8").splitlines()
+        texts = split_lines(_read_text(path))
         return texts, list(range(len(texts)))
     records = []
     if suffix == ".jsonl":
@@ -69,14 +70,7 @@ def read_texts(path: pathlib.Path, field: str = "text", id_field: str | None = N
                 records.append((f"line {number}", record))
         where = "--field"
     else:
-        with open(path, encoding="utf-8", newline="") as file:
-            reader = csv.DictReader(file)
-            columns = reader.fieldnames or []
-            if field not in columns:
-                raise ValueError(f"{str(path)!r} has no column {field!r} (--field); its columns: {columns}.")
-            if id_field is not None and id_field not in columns:
-                raise ValueError(f"{str(path)!r} has no column {id_field!r} (--id-field); its columns: {columns}.")
-            records = [(f"row {number}", row) for number, row in enumerate(reader, start=2)]
+        records = _read_csv(path, field, id_field)
         where = "--field"
     texts, ids = [], []
     for index, (label, record) in enumerate(records):
@@ -94,31 +88,111 @@ def read_texts(path: pathlib.Path, field: str = "text", id_field: str | None = N
     return texts, ids
 
 
+def _read_text(path: pathlib.Path) -> str:
+    try:
+        with open(path, encoding="utf-8", newline="") as file:  # newline="": line ends as written
+            return file.read()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"INPUT {str(path)!r} is not UTF-8 text ({error}).") from error
+
+
+def split_lines(text: str) -> list[str]:
+    """One text per line, split on "\n" and "\r\n" only: U+2028, U+0085, form feeds, a lone
+    "\r" ... are characters of a text, as every line-oriented tool reads them (str.splitlines
+    would add lines and shift every id after them)."""
+    if not text:
+        return []
+    lines = text.split("\n")
+    if lines[-1] == "":  # the newline that ends the last line
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+# The csv module refuses fields over 128 KiB by default; a text may be longer (only its first
+# tokens are used). The largest limit every platform's C long takes.
+CSV_FIELD_LIMIT = 2**31 - 1
+
+
+def _read_csv(path: pathlib.Path, field: str, id_field: str | None) -> list:
+    previous = csv.field_size_limit(CSV_FIELD_LIMIT)
+    reader = None
+    try:
+        with open(path, encoding="utf-8", newline="") as file:
+            reader = csv.DictReader(file)
+            columns = reader.fieldnames or []
+            if field not in columns:
+                raise ValueError(f"{str(path)!r} has no column {field!r} (--field); its columns: {columns}.")
+            if id_field is not None and id_field not in columns:
+                raise ValueError(f"{str(path)!r} has no column {id_field!r} (--id-field); its columns: {columns}.")
+            return [(f"row {number}", row) for number, row in enumerate(reader, start=2)]
+    except csv.Error as error:
+        line = f" line {reader.line_num}" if reader is not None else ""
+        raise ValueError(f"{str(path)!r}{line} is not valid CSV: {error}.") from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"INPUT {str(path)!r} is not UTF-8 text ({error}).") from error
+    finally:
+        csv.field_size_limit(previous)
+
+
 # -- chunk store ----------------------------------------------------------------------------------
 
 
 class ChunkStore:
-    """Finished chunks of one run in `OUT.parts/`: chunk_000000.npy, ... and manifest.json."""
+    """Finished chunks of one run in `OUT.parts/`: chunk_000000.npy, ... and manifest.json.
+
+    The directory, its manifest and its chunks must be what this command wrote: a link at any
+    of them is refused (never read, written or removed through), as every other write refuses
+    links.
+    """
+
+    MANIFEST = "manifest.json"
 
     def __init__(self, out: pathlib.Path, manifest: dict):
         self.directory = out.with_name(out.name + ".parts")
         self.manifest = manifest
 
+    def _check_not_a_link(self, path: pathlib.Path) -> None:
+        if path.is_symlink():
+            raise ValueError(
+                f"{str(path)!r} is a symbolic link; refusing to use it for the unfinished run of --out. "
+                "Remove the link (it is not followed, also not with --overwrite)."
+            )
+
+    def _check_directory(self) -> None:
+        self._check_not_a_link(self.directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ValueError(f"{str(self.directory)!r} exists and is not a directory; remove it or choose another --out.")
+
     def open(self) -> list[int]:
         """Create or reuse the parts directory; return the finished chunk numbers."""
-        path = self.directory / "manifest.json"
+        self._check_directory()
+        path = self.directory / self.MANIFEST
+        self._check_not_a_link(path)
         if path.is_file():
-            saved = files.read_json(path)
-            if saved != self.manifest:
-                changed = sorted(k for k in set(saved) | set(self.manifest) if saved.get(k) != self.manifest.get(k))
-                raise ValueError(
-                    f"{str(self.directory)!r} holds an unfinished run with other settings ({', '.join(changed)}); "
-                    "rerun with the same arguments to resume it, or pass --overwrite to start over."
-                )
+            self._check_manifest(files.read_json(path))
         else:
             self.directory.mkdir(parents=True, exist_ok=True)
             files.write_json(path, self.manifest)
-        return sorted(int(p.stem.split("_")[1]) for p in self.directory.glob("chunk_*.npy"))
+        remove_stale_temporaries(self.directory, "*")
+        chunks = sorted(self.directory.glob("chunk_*.npy"))
+        for chunk in chunks:
+            self._check_not_a_link(chunk)
+        return sorted(int(p.stem.split("_")[1]) for p in chunks)
+
+    def _check_manifest(self, saved: dict) -> None:
+        if saved == self.manifest:
+            return
+        if saved.get("model") != self.manifest.get("model"):
+            raise ValueError(
+                f"{str(self.directory)!r} holds an unfinished run made with another model: the files of --preset "
+                f"{self.manifest.get('preset')!r} changed since it started (weights, config or tokenizer), and mixing "
+                "the two models' embeddings would be wrong. Pass --overwrite to start over with this model."
+            )
+        changed = sorted(k for k in set(saved) | set(self.manifest) if saved.get(k) != self.manifest.get(k))
+        raise ValueError(
+            f"{str(self.directory)!r} holds an unfinished run with other settings ({', '.join(changed)}); "
+            "rerun with the same arguments to resume it, or pass --overwrite to start over."
+        )
 
     def path(self, number: int) -> pathlib.Path:
         return self.directory / f"chunk_{number:06d}.npy"
@@ -130,10 +204,40 @@ class ChunkStore:
             os.fsync(file.fileno())
 
     def load(self, number: int) -> np.ndarray:
-        return np.load(self.path(number))
+        path = self.path(number)
+        self._check_not_a_link(path)
+        return np.load(path)
 
     def remove(self) -> None:
+        """Delete the directory (--overwrite, or after OUT is written); a link is refused."""
+        self._check_directory()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def remove_stale_temporaries(directory: pathlib.Path, name_pattern: str) -> None:
+    """Delete the temporary files a killed run left for files named like `name_pattern` in
+    `directory` (presets.files.atomic_output writes ".NAME.<random>.tmp" and renames it into
+    place; a kill in between leaves it). Only regular files: a link is left alone."""
+    for temporary in directory.glob(f".{name_pattern}.*.tmp"):
+        if temporary.is_file() and not temporary.is_symlink():
+            logger.info("Removing %s, left by an interrupted run", temporary)
+            temporary.unlink(missing_ok=True)
+
+
+def model_fingerprint(preset) -> str:
+    """A digest of the name, size and modification time of every file of the preset (weights,
+    config, tokenizer, embedding modules): it changes when the model at `preset` changes."""
+    from ..presets.preset import open_preset
+
+    directory = open_preset(preset, require_config=False).directory
+    digest = hashlib.sha256()
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory)
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            continue  # hidden files (.cache/, .git/) are not the model
+        stat = path.stat()  # through hub caches' links to their blobs
+        digest.update(f"{relative.as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -148,12 +252,15 @@ def _import_pyarrow():
     return pyarrow
 
 
-def check_output(out: pathlib.Path, overwrite: bool) -> str:
+def check_output(out: pathlib.Path, overwrite: bool, input: pathlib.Path | None = None) -> str:
     suffix = out.suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         raise ValueError(f"--out {str(out)!r}: unknown format {suffix!r}; use one of {', '.join(OUTPUT_FORMATS)}.")
     if suffix == ".parquet":
         _import_pyarrow()
+    if input is not None and out.exists() and input.exists() and os.path.samefile(out, input):
+        # Also through a link, a hard link or another spelling of the path.
+        raise ValueError(f"--out {str(out)!r} is the input file {str(input)!r}; write the embeddings to another file.")
     if out.exists() and not overwrite:
         raise FileExistsError(f"--out {str(out)!r} exists; pass --overwrite to replace it.")
     if not out.parent.is_dir():
@@ -167,7 +274,7 @@ def _json_id(value):
 
 def assemble(store: ChunkStore, chunks: int, ids: list, out: pathlib.Path, precision: str) -> tuple[int, ...]:
     """Write OUT from the chunk files: a temporary file first, renamed over OUT when complete."""
-    from .text_embedder import quantize
+    from ..embedding.text_embedder import quantize
 
     ranges = None
     if precision in ("int8", "uint8"):  # one set of buckets for the whole output
@@ -229,79 +336,115 @@ def embed_file(preset, input, out, *, field: str = "text", id_field: str | None 
 
     `on_chunk_written(number)` is called on rank 0 after each chunk file is safely written.
     """
-    from .batching import check_positive_int
-    from .text_embedder import TextEmbedder
+    from ..embedding.batching import check_positive_int
+    from ..embedding.text_embedder import TextEmbedder
 
     input, out = pathlib.Path(input), pathlib.Path(out)
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     if precision not in PRECISIONS:
         raise ValueError(f"`precision` must be one of {PRECISIONS}; got {precision!r}.")
-    check_output(out, overwrite)
+    check_output(out, overwrite, input)
+    if device:
+        check_device(device)
     texts, ids = read_texts(input, field, id_field)
     if not texts:
         raise ValueError(f"INPUT {str(input)!r} holds no texts.")
     rank, world_size, dist_device = distributed.init_from_environment()
-    kwargs = {}
-    if dtype:
-        kwargs["dtype"] = dtype
-    device = device or (str(dist_device) if dist_device is not None else None)
-    if device:
-        kwargs["device"] = device
-    embedder = TextEmbedder.from_preset(preset, allow_pickle=allow_pickle, **kwargs)
+    with distributed.process_group_scope():
+        kwargs = {}
+        if dtype:
+            kwargs["dtype"] = dtype
+        device = device or (str(dist_device) if dist_device is not None else None)
+        if device:
+            kwargs["device"] = device
+        embedder = TextEmbedder.from_preset(preset, allow_pickle=allow_pickle, **kwargs)
 
-    stat = input.stat()
-    manifest = {
-        "input": str(input.resolve()), "input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns,
-        "preset": str(preset), "field": field, "id_field": id_field, "prompt_name": prompt_name,
-        "normalize": normalize, "dtype": dtype, "chunk_size": chunk_size, "num_texts": len(texts),
-        "embedding_dim": embedder.embedding_dim,
-    }
-    store = ChunkStore(out, manifest)
-    if rank == 0 and overwrite:
+        stat = input.stat()
+        manifest = {
+            "input": str(input.resolve()), "input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns,
+            "preset": str(preset), "model": model_fingerprint(preset), "field": field, "id_field": id_field,
+            "prompt_name": prompt_name, "normalize": normalize, "dtype": dtype, "chunk_size": chunk_size,
+            "num_texts": len(texts), "embedding_dim": embedder.embedding_dim,
+        }
+        store = ChunkStore(out, manifest)
+        done = distributed.broadcast_from_rank0(_start_run(store, out, overwrite) if rank == 0 else None)
+        if isinstance(done, str):  # rank 0 refused: every rank stops with its message
+            raise ValueError(done)
+        chunks = (len(texts) + chunk_size - 1) // chunk_size
+        todo = [n for n in range(chunks) if n not in set(done)]
+        if rank == 0 and done:
+            logger.info("Resuming: %d of %d chunks already in %s", len(done), chunks, store.directory)
+        progress = None
+        if rank == 0 and show_progress_bar:
+            from tqdm.auto import tqdm
+
+            finished = sum(min(chunk_size, len(texts) - n * chunk_size) for n in done)
+            progress = tqdm(total=len(texts), initial=finished, desc="Embedding", unit="text")
+        try:
+            for number in todo:
+                chunk = texts[number * chunk_size : (number + 1) * chunk_size]
+                embeddings = distributed.encode_sharded(
+                    embedder, chunk, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
+                    prompt_name=prompt_name, normalize=normalize, show_progress_bar=False,
+                )
+                if rank == 0:
+                    store.write(number, embeddings.astype(np.float32))
+                    if progress is not None:
+                        progress.update(len(chunk))
+                    if on_chunk_written is not None:
+                        on_chunk_written(number)
+        finally:
+            if progress is not None:
+                progress.close()
+        distributed.barrier()
+        if rank != 0:
+            return None
+        shape = assemble(store, chunks, ids, out, precision)
         store.remove()
-    distributed.barrier()
-    done = distributed.broadcast_from_rank0(store.open() if rank == 0 else None)
-    chunks = (len(texts) + chunk_size - 1) // chunk_size
-    todo = [n for n in range(chunks) if n not in set(done)]
-    if rank == 0 and done:
-        logger.info("Resuming: %d of %d chunks already in %s", len(done), chunks, store.directory)
-    progress = None
-    if rank == 0 and show_progress_bar:
-        from tqdm.auto import tqdm
+        return {"out": str(out), "shape": shape, "texts": len(texts), "chunks": chunks, "resumed_chunks": len(done),
+                "world_size": world_size}
 
-        finished = sum(min(chunk_size, len(texts) - n * chunk_size) for n in done)
-        progress = tqdm(total=len(texts), initial=finished, desc="Embedding", unit="text")
+
+HELP = "embed a .txt / .jsonl / .csv file of texts (resumable; torchrun-aware)"
+DESCRIPTION = __doc__
+
+
+def check_device(device: str) -> None:
+    """--device names a device this machine has (ValueError otherwise, before any work)."""
+    import torch
+
     try:
-        for number in todo:
-            chunk = texts[number * chunk_size : (number + 1) * chunk_size]
-            embeddings = distributed.encode_sharded(
-                embedder, chunk, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
-                prompt_name=prompt_name, normalize=normalize, show_progress_bar=False,
-            )
-            if rank == 0:
-                store.write(number, embeddings.astype(np.float32))
-                if progress is not None:
-                    progress.update(len(chunk))
-                if on_chunk_written is not None:
-                    on_chunk_written(number)
-    finally:
-        if progress is not None:
-            progress.close()
-    distributed.barrier()
-    if rank != 0:
-        return None
-    shape = assemble(store, chunks, ids, out, precision)
-    store.remove()
-    return {"out": str(out), "shape": shape, "texts": len(texts), "chunks": chunks, "resumed_chunks": len(done),
-            "world_size": world_size}
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ValueError(f"--device {device!r} is not a device name (e.g. cpu, cuda, cuda:1): {error}") from error
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {device!r}: no CUDA GPU is available here; use --device cpu.")
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"--device {device!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}.")
+    elif parsed.type != "cpu":
+        try:
+            torch.empty(0, device=parsed)
+        except Exception as error:  # each backend raises its own type for a missing device
+            raise ValueError(f"--device {device!r} is not usable here: {error}") from error
 
 
-def add_embed_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the `embed` subcommand to an argparse subparsers object (its `run` default runs it)."""
-    parser = subparsers.add_parser(
-        "embed", help="embed a .txt / .jsonl / .csv file of texts (resumable; torchrun-aware)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _start_run(store: ChunkStore, out: pathlib.Path, overwrite: bool):
+    """Rank 0: clear what a killed run left, open the chunk store; the finished chunk numbers,
+    or the message of a refusal (sent to every rank)."""
+    try:
+        remove_stale_temporaries(out.parent, glob.escape(out.name))
+        if overwrite:
+            store.remove()
+        return store.open()
+    except ValueError as error:
+        if distributed.world()[1] == 1:
+            raise
+        return str(error)
+
+
+def add_arguments(parser) -> None:
     parser.add_argument("input", help="a .txt (one text per line), .jsonl or .csv file")
     parser.add_argument("--preset", required=True, help="bge_m3, multilingual_e5_base, a sentence-transformers "
                         "directory, hf://owner/name, or any backbone preset")
@@ -322,11 +465,9 @@ def add_embed_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--allow-pickle", action="store_true",
                         help="read pickled files (transformers' pytorch_model.bin, FlagEmbedding's bge-m3 .pt heads)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(run=run_embed_command)
-    return parser
 
 
-def run_embed_command(args) -> int:
+def run(args) -> int:
     summary = embed_file(
         args.preset, args.input, args.out, field=args.field, id_field=args.id_field, batch_size=args.batch_size,
         max_tokens_per_batch=args.max_tokens_per_batch, prompt_name=args.prompt_name, normalize=args.normalize,
@@ -338,20 +479,3 @@ def run_embed_command(args) -> int:
         print(f"Wrote {summary['texts']} embeddings {tuple(summary['shape'])} to {summary['out']} "
               f"({summary['chunks']} chunks{resumed}, {summary['world_size']} process(es))")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m roberta_torch.embedding.embed_cli embed ...` (the same as `roberta-torch embed ...`)."""
-    parser = argparse.ArgumentParser(prog="roberta-torch")
-    add_embed_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return args.run(args)
-    except (ValueError, TypeError, OSError, ImportError) as error:
-        print(f"roberta-torch {args.command}: error: {error}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
