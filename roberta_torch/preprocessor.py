@@ -7,8 +7,9 @@ Packs like keras_hub's `RobertaTextClassifierPreprocessor` / `MultiSegmentPacker
     n segments:    <s> a </s></s> b </s></s> ... z </s>
 
 Segments are truncated together to fit `sequence_length` ("round_robin": one token at
-a time from each segment in turn, so the longer one is cut first; or "waterfall": the
-last segments are cut first), then rows are right-padded with the pad id. By default a
+a time from each segment in turn, so the longer one is cut first; "waterfall": the
+last segments are cut first; or "longest_first", transformers' strategy for one or two
+segments, which cross-encoders were trained with), then rows are right-padded with the pad id. By default a
 batch is padded only to its longest row (less compute for short text); with
 `pad_to_sequence_length=True` every row has `sequence_length` ids, as in keras_hub.
 The ids of every row equal keras_hub's (its rows cut to the batch width).
@@ -27,7 +28,9 @@ from .tokenizers.base import Tokenizer, canonicalize_texts
 from .tokenizers.roberta_tokenizer import RobertaTokenizer
 from .tokenizers.xlm_roberta_tokenizer import XLMRobertaTokenizer
 
-TRUNCATE_CHOICES = ("round_robin", "waterfall")
+TRUNCATE_CHOICES = ("round_robin", "waterfall", "longest_first")
+# Strategies keras_hub's MultiSegmentPacker implements (what preprocessor.json may record).
+KERAS_TRUNCATE_CHOICES = ("round_robin", "waterfall")
 DEFAULT_SEQUENCE_LENGTH = 512  # keras_hub's default
 # keras_hub's preprocessor class (and module) for each tokenizer class.
 _KERAS_PREPROCESSORS = {
@@ -69,7 +72,37 @@ def truncate_waterfall(lengths: list[int], budget: int) -> list[int]:
     return kept
 
 
-_TRUNCATORS = {"round_robin": truncate_round_robin, "waterfall": truncate_waterfall}
+def truncate_longest_first(lengths: list[int], budget: int) -> list[int]:
+    """Kept lengths as transformers' `truncation="longest_first"` (the Rust `tokenizers`
+    LongestFirst) keeps them, for one or two segments.
+
+    Two segments over the budget: the shorter keeps min(its length, budget // 2) tokens and
+    the longer the rest (on a tie the first counts as the shorter). This is not the same as
+    cutting one token at a time from the longer segment: (6, 5) in a budget of 7 keeps (4, 3).
+    """
+    budget = max(budget, 0)
+    if len(lengths) == 1:
+        return [min(lengths[0], budget)]
+    if len(lengths) != 2:
+        raise ValueError(
+            f'truncate="longest_first" packs one or two segments, as transformers does; got {len(lengths)}. '
+            'Use truncate="round_robin" or "waterfall" for more.'
+        )
+    first, second = lengths
+    if first + second <= budget:
+        return [first, second]
+    swapped = first > second
+    short, long = (second, first) if swapped else (first, second)
+    short_kept = min(short, budget // 2)
+    long_kept = min(long, budget - short_kept)
+    return [long_kept, short_kept] if swapped else [short_kept, long_kept]
+
+
+_TRUNCATORS = {
+    "round_robin": truncate_round_robin,
+    "waterfall": truncate_waterfall,
+    "longest_first": truncate_longest_first,
+}
 
 
 class Preprocessor:
@@ -79,7 +112,9 @@ class Preprocessor:
         tokenizer: a `RobertaTokenizer` or `XLMRobertaTokenizer` (its own
             `sequence_length`, if any, is not used: packing truncates).
         sequence_length: the most ids in a row, special tokens included.
-        truncate: "round_robin" (default, as keras_hub) or "waterfall".
+        truncate: "round_robin" (default, as keras_hub), "waterfall", or "longest_first"
+            (transformers' pair truncation; one or two segments; keras_hub cannot load a
+            preprocessor saved with it).
         pad_to_sequence_length: pad every row to `sequence_length` instead of to the
             batch's longest row.
 
@@ -148,6 +183,11 @@ class Preprocessor:
         """Write what keras_hub writes for its TextClassifierPreprocessor: preprocessor.json
         plus the tokenizer's files, so `keras_hub.models.TextClassifierPreprocessor.from_preset`
         (and this class) load it back."""
+        if self.truncate not in KERAS_TRUNCATE_CHOICES:
+            raise ValueError(
+                f"keras_hub's preprocessors cannot load truncate={self.truncate!r} (they implement "
+                f"{KERAS_TRUNCATE_CHOICES}); set `truncate` to one of those before saving."
+            )
         directory = self.tokenizer.save_to_preset(directory)
         class_name, module = _KERAS_PREPROCESSORS[self.tokenizer.keras_class_name]
         name = self.tokenizer.keras_config_name.replace("_tokenizer", "_text_classifier_preprocessor")
@@ -158,8 +198,7 @@ class Preprocessor:
     # -- call -------------------------------------------------------------------------------
 
     def __call__(self, x, text_pair=None) -> dict[str, torch.Tensor]:
-        segments = self._segments(x, text_pair)  # [segment][row] -> list of ids
-        rows = [self._pack([segment[b] for segment in segments]) for b in range(len(segments[0]))]
+        rows = self.encode_rows(x, text_pair)
         width = self.sequence_length if self.pad_to_sequence_length else max(len(r) for r in rows)
         token_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
         padding_mask = torch.zeros((len(rows), width), dtype=torch.bool)
@@ -167,6 +206,12 @@ class Preprocessor:
             token_ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
             padding_mask[b, : len(row)] = True
         return {"token_ids": token_ids, "padding_mask": padding_mask}
+
+    def encode_rows(self, x, text_pair=None) -> list[list[int]]:
+        """The packed, truncated ids of every row, unpadded (what length-sorted batching
+        starts from); `x` and `text_pair` as in a call."""
+        segments = self._segments(x, text_pair)  # [segment][row] -> list of ids
+        return [self._pack([segment[b] for segment in segments]) for b in range(len(segments[0]))]
 
     def _segments(self, x, text_pair) -> list[list[list[int]]]:
         if text_pair is not None:
