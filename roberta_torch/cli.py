@@ -7,6 +7,7 @@
                                                        checkpoint or (--to safetensors)
                                                        roberta_torch's export out, with the
                                                        preset's tokenizer
+    roberta-torch serve PRESET [--reranker PRESET]     an HTTP server (serving/cli.py)
 
 PRESET is any form `from_preset` accepts (builtin name, kaggle://, hf://, local directory).
 Downloads show the hub clients' own progress bars. Errors print one message and exit 1.
@@ -21,6 +22,7 @@ import sys
 
 from .embedding.embed_cli import add_embed_parser
 from .presets import registry
+from .serving import cli as serve_cli
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.set_defaults(run=_cmd_convert)
     add_embed_parser(sub)
+    serve = sub.add_parser("serve", help=serve_cli.HELP)
+    serve_cli.add_arguments(serve)
+    serve.set_defaults(run=serve_cli.run)
     return parser
 
 
