@@ -147,6 +147,8 @@ class Server:
                             headers={"Retry-After": "1"}, code="timeout")
         if isinstance(failure, ShuttingDown):
             return ApiError(503, "The server is shutting down; retry on another replica.", headers={"Retry-After": "1"})
+        if type(failure).__name__ == "ClientDisconnect":  # starlette's: the client left mid-body
+            return ApiError(400, "The client disconnected before sending the whole body.")
         logger.error("Internal error while serving a request.", exc_info=failure)
         return ApiError(500, "Internal server error (logged on the server).")
 
