@@ -25,6 +25,18 @@ def check_positive_int(value, argument: str, allow_none: bool = False):
     return int(value)
 
 
+def resolve_max_padding_fraction(value, device, cpu_default: float) -> float | None:
+    """`max_padding_fraction` as length_sorted_batches takes it: "auto" -> `cpu_default` on CPU
+    and None elsewhere; None or a fraction in [0, 1) as given; ValueError otherwise."""
+    if isinstance(value, str) and value == "auto":
+        return cpu_default if torch.device(device).type == "cpu" else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"`max_padding_fraction` must be 'auto', None or a fraction in [0, 1); got {value!r}.")
+    return float(value)
+
+
 def length_sorted_batches(
     lengths: list[int], batch_size: int, max_tokens_per_batch: int | None = None,
     max_padding_fraction: float | None = None,

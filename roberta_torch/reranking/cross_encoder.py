@@ -220,9 +220,10 @@ class CrossEncoder(nn.Module):
 
     def score_rows(self, rows: list[list[int]], *, activation_fn=None, apply_softmax: bool = False,
                    batch_size: int = 32, max_tokens_per_batch: int | None = None,
-                   show_progress_bar: bool | None = False) -> torch.Tensor:
+                   show_progress_bar: bool | None = False, max_padding_fraction="auto") -> torch.Tensor:
         """Token-id rows (from `tokenize`) -> float32 scores on the model's device, in row order:
-        `(n,)` for one label, `(n, num_labels)` otherwise (what `predict` computes after tokenizing)."""
+        `(n,)` for one label, `(n, num_labels)` otherwise (what `predict` computes after tokenizing).
+        `max_padding_fraction` as in `TextEmbedder.embed_rows` (None: mixed lengths padding-free)."""
         if activation_fn is None:
             activation = self.activation_fn
         else:
@@ -232,7 +233,7 @@ class CrossEncoder(nn.Module):
         batch_size = batching.check_positive_int(batch_size, "batch_size")
         max_tokens_per_batch = batching.check_positive_int(max_tokens_per_batch, "max_tokens_per_batch", allow_none=True)
         device = self.device
-        max_padding = CPU_MAX_PADDING_FRACTION if device.type == "cpu" else None
+        max_padding = batching.resolve_max_padding_fraction(max_padding_fraction, device, CPU_MAX_PADDING_FRACTION)
         groups = batching.length_sorted_batches([len(r) for r in rows], batch_size, max_tokens_per_batch, max_padding)
         if show_progress_bar is None:
             show_progress_bar = len(rows) >= PROGRESS_BAR_MIN_TEXTS

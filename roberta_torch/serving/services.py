@@ -50,8 +50,10 @@ class EmbeddingService:
     def run(self, rows: list[list[int]], prompt_lengths: list[int] | None) -> np.ndarray:
         """(n, dimensions) float32 embeddings, in row order (rows may carry different prompts)."""
         lengths = prompt_lengths if prompt_lengths is not None else 0
+        # A server's batch is a few dozen rows of mixed lengths: one padding-free batch beats
+        # cutting it into low-padding pieces (embed_rows' max_padding_fraction).
         vectors = self.embedder.embed_rows(rows, lengths, batch_size=self.max_batch_rows,
-                                           max_tokens_per_batch=self.max_batch_tokens)
+                                           max_tokens_per_batch=self.max_batch_tokens, max_padding_fraction=None)
         return vectors.cpu().numpy()
 
 
@@ -88,7 +90,7 @@ class RerankService:
     def run(self, rows: list[list[int]], extras=None) -> np.ndarray:
         """(n,) float32 raw logits, in row order."""
         logits = self.cross_encoder.score_rows(rows, activation_fn="identity", batch_size=self.max_batch_rows,
-                                               max_tokens_per_batch=self.max_batch_tokens)
+                                               max_tokens_per_batch=self.max_batch_tokens, max_padding_fraction=None)
         return logits.cpu().numpy()
 
     def activate(self, logits: np.ndarray) -> np.ndarray:

@@ -88,8 +88,13 @@ def test_embed_rows_mixes_prompts_in_one_batch(tmp_path, pooling):
     assert len(set(lengths)) == 3
     mixed = embedder.embed_rows(rows, lengths, batch_size=64).numpy()
     np.testing.assert_allclose(mixed, np.concatenate(expected), atol=1e-5)
+    # One batch of mixed lengths (padding-free), as a server runs them: the same numbers.
+    uncut = embedder.embed_rows(rows, lengths, batch_size=64, max_padding_fraction=None).numpy()
+    np.testing.assert_allclose(uncut, mixed, atol=1e-5)
     with pytest.raises(ValueError, match="`prompt_lengths`"):
         embedder.embed_rows(rows, lengths[:-1])
+    with pytest.raises(ValueError, match="`max_padding_fraction`"):
+        embedder.embed_rows(rows, lengths, max_padding_fraction=1.5)
 
 
 def test_length_sorted_batches_respect_both_budgets():

@@ -63,6 +63,8 @@ def test_predict_matches_sentence_transformers(case):
     np.testing.assert_allclose(ours.predict(PAIRS[3]), theirs.predict(PAIRS[3]), atol=ATOL)
     np.testing.assert_allclose(ours.predict(list(PAIRS[0])), theirs.predict(list(PAIRS[0])), atol=ATOL)
     assert isinstance(ours.predict(PAIRS, convert_to="torch"), torch.Tensor)
+    uncut = ours.score_rows(ours.tokenize(PAIRS), batch_size=64, max_padding_fraction=None).numpy()
+    np.testing.assert_allclose(uncut, expected, atol=ATOL)  # one mixed-length batch, as the server runs it
     raw = theirs.predict(PAIRS, activation_fn=torch.nn.Identity())
     np.testing.assert_allclose(ours.predict(PAIRS, activation_fn="identity"), raw, atol=ATOL)
     if ours.num_labels > 1:
