@@ -203,9 +203,14 @@ def start_servers(args, directory: pathlib.Path, model_name: str) -> list[Server
                        "--url-prefix", "/v1", "--log-level", "warning"]
             servers.append(Server(name, command, port, "/v1/embeddings",
                                   {**env, "DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}))
-    for server in servers:
-        server.wait_ready(args.startup_timeout, model_name)
-        print(f"{server.name}: ready on {server.url}", flush=True)
+    try:
+        for server in servers:
+            server.wait_ready(args.startup_timeout, model_name)
+            print(f"{server.name}: ready on {server.url}", flush=True)
+    except BaseException:
+        for server in servers:  # leave no server behind
+            server.stop()
+        raise
     return servers
 
 
