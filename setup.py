@@ -36,6 +36,8 @@ setup(
     ],
     extras_require={
         "gpu": ["triton>=3.0"],
+        # `roberta-torch serve`: the ASGI app, its server, /metrics.
+        "serve": ["starlette>=0.37", "uvicorn>=0.29", "prometheus_client>=0.20"],
         "test": [
             "pytest>=7",
             # The interpreter tests of the Triton kernel run on CPU.
@@ -48,10 +50,20 @@ setup(
             "onnx>=1.16",
             "onnxscript>=0.2",
             "onnxruntime>=1.18",
-            # The reference of roberta_torch.embedding (its directories are written by it).
+            # The reference of roberta_torch.embedding and .reranking (its directories are written by it).
             "sentence-transformers>=5",
+            # The server (the `serve` extra) and the real clients its tests talk to it with.
+            "starlette>=0.37",
+            "uvicorn>=0.29",
+            "prometheus_client>=0.20",
+            "httpx>=0.25",
+            "openai>=1.40",
         ],
-        "bench": ["transformers>=4.40", "matplotlib>=3.6", "sentence-transformers>=5"],
+        "bench": [
+            "transformers>=4.40", "matplotlib>=3.6", "sentence-transformers>=5",
+            # bench_serve.py: the servers and their load generator.
+            "starlette>=0.37", "uvicorn>=0.29", "prometheus_client>=0.20", "httpx>=0.25", "fastapi>=0.110",
+        ],
     },
     entry_points={"console_scripts": ["roberta-torch=roberta_torch.cli:main"]},
     classifiers=[

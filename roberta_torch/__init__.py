@@ -12,6 +12,7 @@ from .tokenizers import RobertaTokenizer, Tokenizer, XLMRobertaTokenizer
 from . import tasks
 from .tasks import *  # noqa: F401,F403 (the task classes and preprocessors, see tasks.__all__)
 from .embedding import TextEmbedder
+from .reranking import CrossEncoder
 
 __version__ = "0.1.0"
 
@@ -38,5 +39,6 @@ __all__ = [
     "open_preset",
     "__version__",
     "TextEmbedder",
+    "CrossEncoder",
     *tasks.__all__,
 ]

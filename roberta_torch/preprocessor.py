@@ -7,8 +7,9 @@ Packs like keras_hub's `RobertaTextClassifierPreprocessor` / `MultiSegmentPacker
     n segments:    <s> a </s></s> b </s></s> ... z </s>
 
 Segments are truncated together to fit `sequence_length` ("round_robin": one token at
-a time from each segment in turn, so the longer one is cut first; or "waterfall": the
-last segments are cut first), then rows are right-padded with the pad id. By default a
+a time from each segment in turn, so the longer one is cut first; "waterfall": the
+last segments are cut first; or "longest_first", transformers' strategy for one or two
+segments, which cross-encoders were trained with), then rows are right-padded with the pad id. By default a
 batch is padded only to its longest row (less compute for short text); with
 `pad_to_sequence_length=True` every row has `sequence_length` ids, as in keras_hub.
 The ids of every row equal keras_hub's (its rows cut to the batch width). Only the part of
@@ -28,7 +29,13 @@ from .tokenizers.base import Tokenizer, canonicalize_texts
 from .tokenizers.roberta_tokenizer import RobertaTokenizer
 from .tokenizers.xlm_roberta_tokenizer import XLMRobertaTokenizer
 # The packing itself lives in text_inputs (shared with the task preprocessors and the embedder).
-from .text_inputs import TRUNCATE_CHOICES, truncate_round_robin, truncate_waterfall  # noqa: F401
+from .text_inputs import (  # noqa: F401
+    KERAS_TRUNCATE_CHOICES,
+    TRUNCATE_CHOICES,
+    truncate_longest_first,
+    truncate_round_robin,
+    truncate_waterfall,
+)
 
 DEFAULT_SEQUENCE_LENGTH = 512  # keras_hub's default
 # keras_hub's preprocessor class (and module) for each tokenizer class.
@@ -48,7 +55,9 @@ class Preprocessor:
         tokenizer: a `RobertaTokenizer` or `XLMRobertaTokenizer` (its own
             `sequence_length`, if any, is not used: packing truncates).
         sequence_length: the most ids in a row, special tokens included.
-        truncate: "round_robin" (default, as keras_hub) or "waterfall".
+        truncate: "round_robin" (default, as keras_hub), "waterfall", or "longest_first"
+            (transformers' pair truncation; one or two segments; keras_hub cannot load a
+            preprocessor saved with it).
         pad_to_sequence_length: pad every row to `sequence_length` instead of to the
             batch's longest row.
 
@@ -117,6 +126,11 @@ class Preprocessor:
         """Write what keras_hub writes for its TextClassifierPreprocessor: preprocessor.json
         plus the tokenizer's files, so `keras_hub.models.TextClassifierPreprocessor.from_preset`
         (and this class) load it back."""
+        if self.truncate not in KERAS_TRUNCATE_CHOICES:
+            raise ValueError(
+                f"keras_hub's preprocessors cannot load truncate={self.truncate!r} (they implement "
+                f"{KERAS_TRUNCATE_CHOICES}); set `truncate` to one of those before saving."
+            )
         directory = self.tokenizer.save_to_preset(directory)
         class_name, module = _KERAS_PREPROCESSORS[self.tokenizer.keras_class_name]
         name = self.tokenizer.keras_config_name.replace("_tokenizer", "_text_classifier_preprocessor")
@@ -132,6 +146,12 @@ class Preprocessor:
         rows = text_inputs.encode_segments(self.tokenizer, segments, self.sequence_length, self.truncate)
         width = self.sequence_length if self.pad_to_sequence_length else None
         return text_inputs.pad_rows(rows, self.tokenizer.pad_token_id, width=width, return_tensors=return_tensors)
+
+    def encode_rows(self, x, text_pair=None) -> list[list[int]]:
+        """The packed, truncated ids of every row, unpadded (what length-sorted batching
+        starts from); `x` and `text_pair` as in a call."""
+        segments = self._segments(x, text_pair)  # [segment][row] -> text
+        return text_inputs.encode_segments(self.tokenizer, segments, self.sequence_length, self.truncate)
 
     def _segments(self, x, text_pair) -> list[list[str]]:
         if text_pair is not None:

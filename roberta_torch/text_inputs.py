@@ -23,7 +23,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-TRUNCATE_CHOICES = ("round_robin", "waterfall")
+TRUNCATE_CHOICES = ("round_robin", "waterfall", "longest_first")
+# Strategies keras_hub's MultiSegmentPacker implements (what preprocessor.json may record).
+KERAS_TRUNCATE_CHOICES = ("round_robin", "waterfall")
 RETURN_TENSORS_CHOICES = ("pt", "np")
 # transformers' ignore index: what per-token labels hold at padded positions.
 LABEL_PAD_VALUE = -100
@@ -64,7 +66,37 @@ def truncate_waterfall(lengths: list[int], budget: int) -> list[int]:
     return kept
 
 
-_TRUNCATORS = {"round_robin": truncate_round_robin, "waterfall": truncate_waterfall}
+def truncate_longest_first(lengths: list[int], budget: int) -> list[int]:
+    """Kept lengths as transformers' `truncation="longest_first"` (the Rust `tokenizers`
+    LongestFirst) keeps them, for one or two segments.
+
+    Two segments over the budget: the shorter keeps min(its length, budget // 2) tokens and
+    the longer the rest (on a tie the first counts as the shorter). This is not the same as
+    cutting one token at a time from the longer segment: (6, 5) in a budget of 7 keeps (4, 3).
+    """
+    budget = max(budget, 0)
+    if len(lengths) == 1:
+        return [min(lengths[0], budget)]
+    if len(lengths) != 2:
+        raise ValueError(
+            f'truncate="longest_first" packs one or two segments, as transformers does; got {len(lengths)}. '
+            'Use truncate="round_robin" or "waterfall" for more.'
+        )
+    first, second = lengths
+    if first + second <= budget:
+        return [first, second]
+    swapped = first > second
+    short, long = (second, first) if swapped else (first, second)
+    short_kept = min(short, budget // 2)
+    long_kept = min(long, budget - short_kept)
+    return [long_kept, short_kept] if swapped else [short_kept, long_kept]
+
+
+_TRUNCATORS = {
+    "round_robin": truncate_round_robin,
+    "waterfall": truncate_waterfall,
+    "longest_first": truncate_longest_first,
+}
 
 
 def num_special_tokens(num_segments: int) -> int:
@@ -94,6 +126,8 @@ def encode_segments(tokenizer, segments: Sequence[Sequence[str]], sequence_lengt
             f"{len(segments)} segments; use a sequence_length >= {special}."
         )
     ids = [tokenizer.encode_batch(list(texts), max_length=budget) for texts in segments]
+    if truncate == "longest_first" and len(segments) == 2:
+        ids = _lengths_for_longest_first(tokenizer, segments, ids, budget)
     start, end = tokenizer.start_token_id, tokenizer.end_token_id
     rows = []
     for pieces in zip(*ids):
@@ -104,6 +138,21 @@ def encode_segments(tokenizer, segments: Sequence[Sequence[str]], sequence_lengt
             row.extend([end] if index == len(pieces) - 1 else [end, end])
         rows.append(row)
     return rows
+
+
+def _lengths_for_longest_first(tokenizer, segments, ids, budget: int):
+    """"longest_first" keeps budget // 2 ids of the shorter of two segments and the rest of the
+    longer, so it must know which is longer. Ids cut at `budget` tell that unless both
+    segments reach it: those rows are tokenized whole (only they)."""
+    both_long = [b for b, (first, second) in enumerate(zip(*ids)) if len(first) >= budget and len(second) >= budget]
+    if not both_long:
+        return ids
+    whole = [tokenizer.encode_batch([texts[b] for b in both_long]) for texts in segments]
+    ids = [list(segment) for segment in ids]
+    for segment, rows in zip(ids, whole):
+        for b, row in zip(both_long, rows):
+            segment[b] = row
+    return ids
 
 
 # -- rows -> tensors --------------------------------------------------------------------------

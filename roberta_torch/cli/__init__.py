@@ -9,6 +9,8 @@
                                                        preset's tokenizer
     roberta-torch embed --preset P INPUT --out OUT     embed a file of texts (resumable,
                                                        torchrun-aware)
+    roberta-torch serve PRESET [--reranker PRESET]     OpenAI-compatible embeddings and TEI-style
+                                                       rerank server with dynamic batching
 
 PRESET is any form `from_preset` accepts (builtin name, kaggle://, hf://, local directory).
 Downloads show the hub clients' own progress bars. Errors print one message and exit 1.
@@ -40,6 +42,7 @@ SUBCOMMANDS = {
     "info": "roberta_torch.cli.info",
     "convert": "roberta_torch.cli.convert",
     "embed": "roberta_torch.cli.embed",
+    "serve": "roberta_torch.cli.serve",
 }
 
 

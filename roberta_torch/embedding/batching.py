@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numbers
 
+import torch
+
 
 def check_positive_int(value, argument: str, allow_none: bool = False):
     """`value` as an int >= 1 (or None when allowed); TypeError / ValueError naming `argument`."""
@@ -21,6 +23,18 @@ def check_positive_int(value, argument: str, allow_none: bool = False):
     if value < 1:
         raise ValueError(f"`{argument}` must be {kind}; got {value}.")
     return int(value)
+
+
+def resolve_max_padding_fraction(value, device, cpu_default: float) -> float | None:
+    """`max_padding_fraction` as length_sorted_batches takes it: "auto" -> `cpu_default` on CPU
+    and None elsewhere; None or a fraction in [0, 1) as given; ValueError otherwise."""
+    if isinstance(value, str) and value == "auto":
+        return cpu_default if torch.device(device).type == "cpu" else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"`max_padding_fraction` must be 'auto', None or a fraction in [0, 1); got {value!r}.")
+    return float(value)
 
 
 def length_sorted_batches(

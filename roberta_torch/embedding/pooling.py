@@ -14,7 +14,8 @@ may leak in). Modes and their sentence-transformers names:
     lasttoken             the last valid token (`</s>`)
 
 Several modes concatenate, in order. `prompt_length` (tokens of `<s>` + prompt) removes the
-prompt from pooling, as sentence-transformers' `include_prompt=False` does.
+prompt from pooling, as sentence-transformers' `include_prompt=False` does: one int for every
+row, or a `(B,)` tensor when rows carry different prompts (a server batches such requests).
 """
 
 from __future__ import annotations
@@ -27,12 +28,16 @@ from ..presets.embedding_config import LEGACY_POOLING_KEYS, POOLING_MODES, check
 
 
 def pool(
-    hidden: torch.Tensor, padding_mask: torch.Tensor, modes: tuple[str, ...], prompt_length: int = 0
+    hidden: torch.Tensor, padding_mask: torch.Tensor, modes: tuple[str, ...], prompt_length: int | torch.Tensor = 0
 ) -> torch.Tensor:
     """(B, T, H) token vectors, (B, T) bool mask -> (B, len(modes) * H) in float32."""
     hidden = hidden.float()
     mask = padding_mask.bool()
-    if prompt_length:
+    if isinstance(prompt_length, torch.Tensor):
+        # A prefix of its own length per row (right padding): drop those positions.
+        columns = torch.arange(mask.shape[1], device=mask.device)
+        mask = mask & (columns[None, :] >= prompt_length.to(mask.device)[:, None])
+    elif prompt_length:
         # The prompt is the same prefix of every row (right padding): drop its positions.
         mask = mask.clone()
         mask[:, :prompt_length] = False

@@ -14,6 +14,7 @@ token budget, and come back in input order.
 from __future__ import annotations
 
 import logging
+import numbers
 
 import numpy as np
 import torch
@@ -177,11 +178,11 @@ class TextEmbedder(nn.Module):
 
     # -- the batch loop -----------------------------------------------------------------------
 
-    def _batches(self, rows, batch_size, max_tokens_per_batch, show_progress_bar):
+    def _batches(self, rows, batch_size, max_tokens_per_batch, show_progress_bar, max_padding_fraction="auto"):
         """Yield (indices, inputs, hidden) per length-sorted batch, under inference mode."""
         batch_size = batching.check_positive_int(batch_size, "batch_size")
         max_tokens_per_batch = batching.check_positive_int(max_tokens_per_batch, "max_tokens_per_batch", allow_none=True)
-        max_padding = CPU_MAX_PADDING_FRACTION if self.device.type == "cpu" else None
+        max_padding = batching.resolve_max_padding_fraction(max_padding_fraction, self.device, CPU_MAX_PADDING_FRACTION)
         groups = batching.length_sorted_batches([len(r) for r in rows], batch_size, max_tokens_per_batch, max_padding)
         if show_progress_bar is None:
             show_progress_bar = len(rows) >= PROGRESS_BAR_MIN_TEXTS
@@ -227,21 +228,53 @@ class TextEmbedder(nn.Module):
             raise ValueError(f"`precision` must be one of {PRECISION_CHOICES}; got {precision!r}.")
         if normalize is not None and not isinstance(normalize, bool):
             raise TypeError(f"`normalize` must be None or a bool; got {normalize!r}.")
-        normalize = self.config.normalize if normalize is None else normalize
         rows, prompt_length = self.tokenize(texts, self._prompt(prompt_name, prompt))
-
-        embeddings = torch.empty((len(rows), self.embedding_dim), dtype=torch.float32, device=self.device)
-        for indices, inputs, hidden in self._batches(rows, batch_size, max_tokens_per_batch, show_progress_bar):
-            pooled = pool(hidden, inputs["padding_mask"], self.config.pooling, prompt_length)
-            if normalize:
-                pooled = nn.functional.normalize(pooled, dim=-1)
-            embeddings[torch.tensor(indices, device=self.device)] = pooled
+        embeddings = self.embed_rows(rows, prompt_length, normalize=normalize, batch_size=batch_size,
+                                     max_tokens_per_batch=max_tokens_per_batch, show_progress_bar=show_progress_bar)
         if precision != "float32":
             result = quantize(embeddings.cpu().numpy(), precision)
             result = torch.from_numpy(result) if convert_to == "torch" else result
         else:
             result = embeddings if convert_to == "torch" else embeddings.cpu().numpy()
         return result if batched else result[0]
+
+    def resolve_prompt(self, prompt_name: str | None = None, prompt: str | None = None) -> str | None:
+        """The text `encode(prompt_name=..., prompt=...)` prepends (the model's default prompt when
+        neither is given), or None; ValueError for an unknown prompt name."""
+        return self._prompt(prompt_name, prompt)
+
+    def embed_rows(self, rows: list[list[int]], prompt_lengths=0, *, normalize: bool | None = None,
+                   batch_size: int = 32, max_tokens_per_batch: int | None = None,
+                   show_progress_bar: bool | None = False, max_padding_fraction="auto") -> torch.Tensor:
+        """Token-id rows (from `tokenize`) -> `(n, embedding_dim)` float32 embeddings on the model's
+        device, in row order: what `encode` computes after tokenizing.
+
+        `prompt_lengths`: the prompt length `tokenize` returned (one int for every row), or one
+        per row, so rows tokenized with different prompts run in the same batches (a server
+        batching query and passage requests together).
+        `max_padding_fraction`: "auto" cuts length-sorted CPU batches where more than 8 % would be
+        padding (best for a large corpus, where neighbours have similar lengths); None never cuts,
+        so a few dozen mixed-length rows run as one batch, padding-free (best for a server's
+        batches: measured 1.2x-1.5x less CPU per row at 8-64 rows); or a fraction in [0, 1)."""
+        if normalize is not None and not isinstance(normalize, bool):
+            raise TypeError(f"`normalize` must be None or a bool; got {normalize!r}.")
+        normalize = self.config.normalize if normalize is None else normalize
+        per_row = not isinstance(prompt_lengths, numbers.Integral)
+        if per_row:
+            prompt_lengths = torch.as_tensor(list(prompt_lengths), dtype=torch.long)
+            if prompt_lengths.shape != (len(rows),):
+                raise ValueError(
+                    f"`prompt_lengths` must be one int or one per row; got {tuple(prompt_lengths.shape)} for {len(rows)} rows."
+                )
+        embeddings = torch.empty((len(rows), self.embedding_dim), dtype=torch.float32, device=self.device)
+        batches = self._batches(rows, batch_size, max_tokens_per_batch, show_progress_bar, max_padding_fraction)
+        for indices, inputs, hidden in batches:
+            lengths = prompt_lengths[indices] if per_row else prompt_lengths
+            pooled = pool(hidden, inputs["padding_mask"], self.config.pooling, lengths)
+            if normalize:
+                pooled = nn.functional.normalize(pooled, dim=-1)
+            embeddings[torch.tensor(indices, device=self.device)] = pooled
+        return embeddings
 
     def similarity(self, a, b) -> torch.Tensor:
         """(n, d) x (m, d) -> (n, m) scores with the model's similarity ("cosine" or "dot")."""

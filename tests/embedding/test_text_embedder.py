@@ -72,6 +72,31 @@ def test_prompts_by_name_and_overrides(st_dir, embedder):
     assert max(len(r) for r in other.tokenize(TEXTS)[0]) == 8
 
 
+@pytest.mark.parametrize("pooling", ["mean", "cls", "weightedmean"])
+def test_embed_rows_mixes_prompts_in_one_batch(tmp_path, pooling):
+    """Rows tokenized with different prompts (prompt left out of pooling) run in the same batches
+    and equal `encode` per prompt: what the server does with query and passage requests."""
+    directory = sentence_transformers_dir(tmp_path, "roberta", pooling=pooling, include_prompt=False,
+                                          prompts={"query": "query: ", "passage": "a passage: "})
+    embedder = roberta_torch.TextEmbedder.from_preset(str(directory))
+    rows, lengths, expected = [], [], []
+    for name in ("query", "passage", None):
+        prompt_rows, prompt_length = embedder.tokenize(TEXTS, embedder.resolve_prompt(name))
+        rows += prompt_rows
+        lengths += [prompt_length] * len(prompt_rows)
+        expected.append(embedder.encode(TEXTS, prompt_name=name))
+    assert len(set(lengths)) == 3
+    mixed = embedder.embed_rows(rows, lengths, batch_size=64).numpy()
+    np.testing.assert_allclose(mixed, np.concatenate(expected), atol=1e-5)
+    # One batch of mixed lengths (padding-free), as a server runs them: the same numbers.
+    uncut = embedder.embed_rows(rows, lengths, batch_size=64, max_padding_fraction=None).numpy()
+    np.testing.assert_allclose(uncut, mixed, atol=1e-5)
+    with pytest.raises(ValueError, match="`prompt_lengths`"):
+        embedder.embed_rows(rows, lengths[:-1])
+    with pytest.raises(ValueError, match="`max_padding_fraction`"):
+        embedder.embed_rows(rows, lengths, max_padding_fraction=1.5)
+
+
 def test_length_sorted_batches_respect_both_budgets():
     lengths = [5, 30, 2, 30, 7, 12, 1]
     batches = length_sorted_batches(lengths, batch_size=3, max_tokens_per_batch=40)

@@ -17,6 +17,7 @@ from roberta_torch.preprocessor import (
     Preprocessor,
     RobertaPreprocessor,
     XLMRobertaPreprocessor,
+    truncate_longest_first,
     truncate_round_robin,
     truncate_waterfall,
 )
@@ -148,7 +149,7 @@ def test_errors_name_the_argument(tokenizers):
     with pytest.raises(ValueError, match="`sequence_length`"):
         Preprocessor(tokenizer, sequence_length=8.0)
     with pytest.raises(ValueError, match="`truncate`"):
-        Preprocessor(tokenizer, truncate="longest_first")
+        Preprocessor(tokenizer, truncate="longest")
     with pytest.raises(TypeError, match="`pad_to_sequence_length`"):
         Preprocessor(tokenizer, pad_to_sequence_length="yes")
     preprocessor = Preprocessor(tokenizer, sequence_length=8)
@@ -216,3 +217,63 @@ def test_text_to_backbone_matches_keras_hub_end_to_end():
         got = backbone(inputs).numpy()
     mask = inputs["padding_mask"].numpy()
     np.testing.assert_allclose(got[mask], expected[mask], atol=1e-5, rtol=1e-5)
+
+
+# -- transformers' "longest_first" (what cross-encoders were trained and are served with) -----
+
+PAIR_TEXTS = [
+    ("", ""),
+    ("a question?", ""),
+    ("", "only a document"),
+    ("short", "a much longer document that will need to be cut down to size " * 2),
+    ("a much longer query that will need to be cut down to size " * 2, "short"),
+    ("six words are in this one", "five words in this one"),
+    ("Ünïcödé, émojis 🙂 and 漢字", "The quick brown fox jumps over the lazy dog."),
+    ("equal length text", "equal length text"),
+]
+
+
+@pytest.mark.parametrize("fixture", ["roberta_whitespace_hf", "xlm_roberta_hf"])
+def test_longest_first_pairs_match_transformers(fixture):
+    """Packed pair ids equal transformers' `tokenizer(a, b, truncation="longest_first")` at every
+    length, empty segments, ties and both orders included."""
+    transformers = pytest.importorskip("transformers")
+    from roberta_torch import Tokenizer
+
+    reference = transformers.AutoTokenizer.from_pretrained(str(FIXTURES / fixture))
+    tokenizer = Tokenizer.from_preset(str(FIXTURES / fixture))
+    firsts, seconds = [a for a, _ in PAIR_TEXTS], [b for _, b in PAIR_TEXTS]
+    for sequence_length in range(4, 40):
+        preprocessor = Preprocessor(tokenizer, sequence_length=sequence_length, truncate="longest_first")
+        expected = reference(firsts, seconds, truncation="longest_first", max_length=sequence_length)["input_ids"]
+        assert preprocessor.encode_rows(PAIR_TEXTS) == expected, sequence_length
+        single = reference(firsts, truncation="longest_first", max_length=sequence_length)["input_ids"]
+        assert preprocessor.encode_rows(firsts) == single, sequence_length
+    padded = Preprocessor(tokenizer, sequence_length=12, truncate="longest_first")(PAIR_TEXTS)
+    expected = reference(firsts, seconds, truncation="longest_first", max_length=12, padding=True, return_tensors="pt")
+    assert padded["token_ids"].equal(expected["input_ids"])
+    assert padded["padding_mask"].equal(expected["attention_mask"].bool())
+
+
+def test_longest_first_closed_form():
+    # The shorter segment keeps min(its length, budget // 2); a tie counts the first as shorter.
+    assert truncate_longest_first([6, 5], 7) == [4, 3]  # not [3, 4], as one-at-a-time cutting gives
+    assert truncate_longest_first([5, 5], 7) == [3, 4]
+    assert truncate_longest_first([2, 30], 7) == [2, 5]
+    assert truncate_longest_first([30, 2], 7) == [5, 2]
+    assert truncate_longest_first([3, 4], 7) == [3, 4]
+    assert truncate_longest_first([9], 4) == [4]
+    for first, second, budget in itertools.product(range(8), range(8), range(12)):
+        kept = truncate_longest_first([first, second], budget)
+        assert sum(kept) == min(budget, first + second)
+        assert kept[0] <= first and kept[1] <= second
+    with pytest.raises(ValueError, match="one or two segments"):
+        truncate_longest_first([1, 2, 3], 4)
+
+
+def test_longest_first_is_not_saved_for_keras_hub(tmp_path, tokenizers):
+    preprocessor = Preprocessor(tokenizers["roberta_tiny_random"], sequence_length=16, truncate="longest_first")
+    with pytest.raises(ValueError, match="longest_first"):
+        preprocessor.save_to_preset(tmp_path / "out")
+    with pytest.raises(ValueError, match="one or two segments"):
+        preprocessor(("a", "b", "c"))
