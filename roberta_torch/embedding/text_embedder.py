@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..backbone import PADDING_FREE_MIN_PADDING_FRACTION, Backbone
+from .. import quantization
 from ..presets.preset import open_preset
 from ..tokenizers.base import Tokenizer, canonicalize_texts
 from . import batching
@@ -123,10 +124,19 @@ class TextEmbedder(nn.Module):
         """Write a sentence-transformers directory (the encoder as a transformers checkpoint,
         modules.json, Pooling, Normalize, max_seq_length, prompts; bge-m3's heads when present)
         that `SentenceTransformer(directory)` loads and encodes exactly as this embedder.
-        Staged and renamed into place; `overwrite=True` replaces a non-empty directory."""
+        Staged and renamed into place; `overwrite=True` replaces a non-empty directory.
+        An int8-quantized embedder refuses (see `quantize`)."""
         from .sentence_transformers_saving import save_embedder
 
+        quantization.refuse_if_quantized(self, "TextEmbedder.save_to_preset")
+
         return save_embedder(self, directory, format=format, overwrite=overwrite)
+
+    def quantize(self, mode: str, *, kernel: str = "auto") -> "TextEmbedder":
+        """keras' `quantize(mode)`: `mode="int8"` turns the encoder's dense layers (and bge-m3's
+        heads) into int8 for CPU inference, in place; `encode` then runs int8. Returns the
+        embedder. See `RobertaBackbone.quantize`."""
+        return quantization.quantize_(self, mode, kernel=kernel)
 
     # -- properties ---------------------------------------------------------------------------
 

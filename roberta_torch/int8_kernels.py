@@ -1,0 +1,383 @@
+"""The CPU int8 matrix-product kernels behind `Int8Linear`, and the per-machine choice among them.
+
+Every kernel computes the same function: activations quantized per tensor to unsigned 8 bits
+(asymmetric, from the tensor's min and max, as ONNX Runtime's and torch.ao's dynamic
+quantization do), weights symmetric int8 per output channel, int32 accumulation, float32
+bias and output. Which kernel is fastest depends on the CPU (measured in
+benchmarks/bench_cpu_paths.py): with AVX-512 VNNI / AMX oneDNN's wins, on AVX2-only CPUs
+fbgemm's is 2-3x faster than oneDNN's. So the choice is made on this machine:
+
+| kernel    | what                                                                        |
+|-----------|-----------------------------------------------------------------------------|
+| `fbgemm`  | `torch.ops.quantized.linear_dynamic`, fbgemm engine (torch.ao)               |
+| `onednn`  | `torch.ops.quantized.linear_dynamic`, oneDNN engine (torch.ao)               |
+| `qlinear` | `torch.ops.onednn.qlinear_pointwise` on plain uint8/int8 tensors, activation quantized here (the op Inductor's x86 int8 path lowers to) |
+| `qnnpack` | `torch.ops.quantized.linear_dynamic`, QNNPACK engine (ARM CPUs only)          |
+
+`auto` (the default) takes, per layer shape (in_features, out_features) and once per process,
+the fastest of the kernels that run here and pass a correctness probe; `ROBERTA_TORCH_INT8_KERNEL`
+(read once, at import), `set_default_kernel` or `quantize(..., kernel=...)` force one. The
+choice costs a few milliseconds per shape (tens for a whole model) and is logged at DEBUG
+level; `record_kernels()` shows which kernel ran each call.
+
+Saturation: without VNNI (AVX2 and plain AVX-512), the u8 x s8 instruction these kernels use
+(vpmaddubsw) adds pairs of products in 16 bits and saturates for large activations. The probe
+detects that on this machine and the kernel then quantizes activations to 7 bits
+(`reduce_range`, what torch.ao does by default), which cannot saturate.
+
+The torch.ao kernels need quantized tensors to pack their weights, which torch 2.13
+deprecates; if a future torch drops them, those kernels fail the probe and `qlinear`
+(plain tensors) remains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import platform
+import time
+import warnings
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+KERNEL_ENV_VAR = "ROBERTA_TORCH_INT8_KERNEL"
+KERNELS = ("fbgemm", "onednn", "qlinear", "qnnpack")
+CHOICES = ("auto", *KERNELS)
+# The token count the choice is timed at: between a short sequence and a padded batch.
+TIMING_TOKENS = 256
+TIMING_REPEATS = 5
+# A kernel's output on the probe may differ from the float reference of the same quantized
+# operands by rounding only; saturation gives errors of tens of percent.
+PROBE_TOLERANCE = 1e-3
+
+
+# ---------------------------------------------------------------------------- quantization
+
+
+def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8: (int8 (out, in), float32 scales (out,)) with
+    weight ~= q * scale[:, None]. Range [-127, 127] (symmetric: no zero point)."""
+    weight = weight.detach().float()
+    scale = weight.abs().amax(dim=1) / 127.0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero row stays zero
+    q = torch.round(weight / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def activation_qparams(x: torch.Tensor, reduce_range: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-tensor asymmetric uint8 parameters (scale, zero point) covering [min(x, 0), max(x, 0)]
+    exactly as torch.ao's dynamic quantization chooses them (0.0 is exactly representable)."""
+    qmax = 127 if reduce_range else 255
+    low, high = torch.aminmax(x)
+    low, high = low.clamp(max=0.0), high.clamp(min=0.0)
+    scale = (high - low).double() / qmax
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale)).float()
+    zero_point = torch.round(-low / scale).clamp_(0, qmax).to(torch.long)
+    return scale, zero_point
+
+
+def quantize_activation(x: torch.Tensor, scale, zero_point, reduce_range: bool) -> torch.Tensor:
+    qmax = 127 if reduce_range else 255
+    return torch.round(x / scale).add_(zero_point).clamp_(0, qmax).to(torch.uint8)
+
+
+# ---------------------------------------------------------------------------- kernels
+
+
+class Kernel:
+    """One int8 GEMM implementation: `pack` once per weight, `run` per call (x 2-D float32)."""
+
+    name = ""
+
+    def available(self) -> bool:
+        raise NotImplementedError
+
+    def pack(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, reduce_range: bool):
+        raise NotImplementedError
+
+    def run(self, packed, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class AoDynamicKernel(Kernel):
+    """torch.ao's dynamic int8 linear on one quantized engine; activation quantization
+    (min/max, rounding) happens inside the kernel."""
+
+    def __init__(self, engine: str):
+        self.name = engine
+        self.engine = engine
+
+    def available(self) -> bool:
+        if self.engine == "qnnpack" and platform.machine().lower() not in ("arm64", "aarch64"):
+            return False  # QNNPACK is ARM's engine; on x86 it is a slow fallback
+        try:
+            return self.engine in torch.backends.quantized.supported_engines and hasattr(
+                torch.ops.quantized, "linear_dynamic"
+            )
+        except (AttributeError, RuntimeError):
+            return False
+
+    def pack(self, q, scale, bias, reduce_range):
+        zero_points = torch.zeros(q.shape[0], dtype=torch.long)
+        previous = torch.backends.quantized.engine
+        with warnings.catch_warnings():
+            # torch 2.13 deprecates creating quantized tensors (see the module docstring).
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                torch.backends.quantized.engine = self.engine  # packing follows the global engine
+                qweight = torch._make_per_channel_quantized_tensor(q, scale.double(), zero_points, 0)
+                packed = torch.ops.quantized.linear_prepack(qweight, bias)
+            finally:
+                torch.backends.quantized.engine = previous
+        return packed, reduce_range
+
+    def run(self, packed, x):
+        weights, reduce_range = packed
+        return torch.ops.quantized.linear_dynamic(x, weights, reduce_range)
+
+
+class OnednnQLinearKernel(Kernel):
+    """oneDNN's qlinear (Inductor's x86 int8 op) on plain tensors: the activation is
+    quantized here (three passes over it), the product and dequantization in the kernel."""
+
+    name = "qlinear"
+
+    def available(self) -> bool:
+        try:
+            return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+        except (AttributeError, RuntimeError):
+            return False
+
+    def pack(self, q, scale, bias, reduce_range):
+        weights = torch.ops.onednn.qlinear_prepack(q, [TIMING_TOKENS, q.shape[1]])
+        zero_points = torch.zeros(q.shape[0], dtype=torch.long)
+        bias = None if bias is None else bias.float()
+        return weights, scale.float(), zero_points, bias, reduce_range
+
+    def run(self, packed, x):
+        weights, w_scale, w_zero, bias, reduce_range = packed
+        scale, zero_point = activation_qparams(x, reduce_range)
+        qx = quantize_activation(x, scale, zero_point, reduce_range)
+        return torch.ops.onednn.qlinear_pointwise.tensor(
+            qx, scale, zero_point, weights, w_scale, w_zero, bias, 1.0, 0, torch.float32, "none", [], ""
+        )
+
+
+_KERNELS = {
+    "fbgemm": AoDynamicKernel("fbgemm"),
+    "onednn": AoDynamicKernel("onednn"),
+    "qlinear": OnednnQLinearKernel(),
+    "qnnpack": AoDynamicKernel("qnnpack"),
+}
+
+
+def get_kernel(name: str) -> Kernel:
+    return _KERNELS[name]
+
+
+# ---------------------------------------------------------------------------- probing
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelSetting:
+    """A kernel that computes the int8 function correctly here, and how."""
+
+    kernel: str
+    reduce_range: bool
+
+
+def _probe_operands(in_features: int, out_features: int):
+    """Worst case for 16-bit pair saturation: every activation near the top of the uint8
+    range, every weight +-127 with the same sign in each pair; plus a random sign pattern."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, in_features, generator=g) * 0.1 + 0.9  # all quantize to ~230-255
+    signs = torch.where(torch.rand(out_features, in_features, generator=g) < 0.5, -1.0, 1.0)
+    weight = signs * 0.05
+    weight[: out_features // 2] = 0.05  # rows of all-positive pairs: saturate if anything does
+    bias = torch.linspace(-1, 1, out_features)
+    return x, weight, bias
+
+
+def _reference(x, q, scale, bias, reduce_range: bool) -> torch.Tensor:
+    """The int8 function in float64: dequantized activations times dequantized weights."""
+    x_scale, x_zero = activation_qparams(x, reduce_range)
+    qx = quantize_activation(x, x_scale, x_zero, reduce_range)
+    dx = (qx.double() - x_zero.double()) * x_scale.double()
+    return (dx @ (q.double() * scale.double()[:, None]).t() + bias.double()).float()
+
+
+_probed: dict = {}  # kernel name -> KernelSetting or None, for the process
+PROBE_SHAPE = (256, 64)  # (in, out): saturation is a property of the kernel and the CPU, not the shape
+
+
+def probe(name: str) -> KernelSetting | None:
+    """The setting under which kernel `name` computes the int8 function on this machine
+    (full-range activations if it can, 7-bit if full range saturates), or None; once per
+    process. One thread: the answer does not depend on it, and a busy machine's other jobs
+    stall a parallel region far more than a serial one."""
+    if name not in _probed:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            _probed[name] = _probe(name)
+        finally:
+            torch.set_num_threads(threads)
+    return _probed[name]
+
+
+def _probe(name: str) -> KernelSetting | None:
+    kernel = _KERNELS[name]
+    if not kernel.available():
+        return None
+    x, weight, bias = _probe_operands(*PROBE_SHAPE)
+    q, scale = quantize_weight(weight)
+    for reduce_range in (False, True):
+        try:
+            with torch.inference_mode():
+                out = kernel.run(kernel.pack(q, scale, bias, reduce_range), x)
+        except (RuntimeError, TypeError, AttributeError, NotImplementedError) as error:
+            logger.debug("int8 kernel %s does not run here: %s", name, error)
+            return None
+        expected = _reference(x, q, scale, bias, reduce_range)
+        error = float((out - expected).abs().max() / expected.abs().max())
+        if error <= PROBE_TOLERANCE:
+            return KernelSetting(name, reduce_range)
+        logger.debug("int8 kernel %s, reduce_range=%s: probe error %.2e", name, reduce_range, error)
+    return None
+
+
+# ---------------------------------------------------------------------------- choice
+
+
+def _kernel_from_environment() -> str:
+    value = os.environ.get(KERNEL_ENV_VAR, "auto") or "auto"
+    if value not in CHOICES:
+        # A bad value must not break `import roberta_torch`: say so once and use "auto".
+        logger.warning("Ignoring $%s=%r: not one of %s; using 'auto'.", KERNEL_ENV_VAR, value, CHOICES)
+        return "auto"
+    return value
+
+
+_default_kernel = _kernel_from_environment()
+_settings: dict = {}  # (kernel request, in, out) -> KernelSetting, for the process
+_choice_log: list = []  # (in, out, {kernel: seconds}, chosen) of every timed choice
+
+
+def check_kernel(kernel, argument: str = "kernel") -> str:
+    if kernel not in CHOICES:
+        raise ValueError(f"`{argument}` must be one of {CHOICES}; got {kernel!r}.")
+    return kernel
+
+
+def default_kernel() -> str:
+    return _default_kernel
+
+
+def set_default_kernel(kernel: str) -> str:
+    """Set the process-wide int8 kernel ('auto' or one of KERNELS); returns the previous one.
+    Overrides $ROBERTA_TORCH_INT8_KERNEL (read once, at import). Layers already quantized with
+    `kernel='auto'` switch at their next call."""
+    global _default_kernel
+    previous, _default_kernel = _default_kernel, check_kernel(kernel)
+    return previous
+
+
+def _time_kernels(settings: list, in_features: int, out_features: int) -> dict:
+    """{kernel: fastest of TIMING_REPEATS calls at TIMING_TOKENS tokens}, the candidates
+    interleaved round by round so a busy machine slows them alike. A kernel that raises on
+    this shape is left out."""
+    g = torch.Generator().manual_seed(1)
+    weight = torch.randn(out_features, in_features, generator=g) * 0.02
+    q, scale = quantize_weight(weight)
+    x = torch.randn(TIMING_TOKENS, in_features, generator=g)
+    runs = {}
+    with torch.inference_mode():
+        for setting in settings:
+            kernel = _KERNELS[setting.kernel]
+            try:
+                packed = kernel.pack(q, scale, torch.zeros(out_features), setting.reduce_range)
+                kernel.run(packed, x)  # warm-up: primitive creation, caches
+            except (RuntimeError, TypeError, ValueError) as error:
+                logger.debug("int8 kernel %s fails on %dx%d: %s", setting.kernel, in_features, out_features, error)
+                continue
+            runs[setting.kernel] = (kernel, packed)
+        best = dict.fromkeys(runs, float("inf"))
+        for _ in range(TIMING_REPEATS):
+            for name, (kernel, packed) in runs.items():
+                start = time.perf_counter()
+                kernel.run(packed, x)
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def resolve(kernel: str, in_features: int, out_features: int) -> KernelSetting:
+    """The kernel (and its activation range) for a layer of this shape: the forced one, or
+    for 'auto' the fastest correct one here, chosen once per shape per process."""
+    requested = _default_kernel if kernel == "auto" else kernel
+    key = (requested, in_features, out_features)
+    setting = _settings.get(key)
+    if setting is not None:
+        return setting
+    if requested != "auto":
+        setting = probe(requested)
+        if setting is None:
+            runnable = [name for name in KERNELS if probe(name)]
+            raise ValueError(
+                f"int8 kernel {requested!r} does not run correctly on this machine (torch {torch.__version__}); "
+                f"kernels that do: {runnable or 'none'}. Use kernel='auto'."
+            )
+    else:
+        candidates = [s for s in (probe(name) for name in KERNELS) if s is not None]
+        timings = _time_kernels(candidates, in_features, out_features) if candidates else {}
+        candidates = [s for s in candidates if s.kernel in timings]
+        if not candidates:
+            raise RuntimeError(
+                f"No int8 kernel runs on this machine (torch {torch.__version__}, quantized engines "
+                f"{torch.backends.quantized.supported_engines}); int8 needs torch's fbgemm or oneDNN."
+            )
+        setting = min(candidates, key=lambda s: timings[s.kernel])
+        _choice_log.append((in_features, out_features, timings, setting))
+        logger.debug(
+            "int8 kernel for %dx%d: %s (reduce_range=%s); timed %s", in_features, out_features,
+            setting.kernel, setting.reduce_range,
+            ", ".join(f"{name} {1e3 * t:.2f} ms" for name, t in timings.items()),
+        )
+    _settings[key] = setting
+    return setting
+
+
+def choices() -> list:
+    """Every timed choice of this process: (in, out, {kernel: seconds at TIMING_TOKENS}, setting)."""
+    return list(_choice_log)
+
+
+def forget_choices() -> None:
+    """Drop the cached choices (tests; or after changing thread counts)."""
+    _settings.clear()
+    _choice_log.clear()
+    _probed.clear()
+
+
+# ---------------------------------------------------------------------------- recording
+
+_kernel_records: list = []
+
+
+@contextlib.contextmanager
+def record_kernels():
+    """Within the block, every Int8Linear call appends (kernel, in_features, out_features)."""
+    calls: list = []
+    _kernel_records.append(calls)
+    try:
+        yield calls
+    finally:
+        _kernel_records.remove(calls)
+
+
+def record(kernel: str, in_features: int, out_features: int) -> None:
+    for calls in _kernel_records:
+        calls.append((kernel, in_features, out_features))
