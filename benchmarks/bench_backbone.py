@@ -413,9 +413,14 @@ def main(argv=None) -> None:
     parser.add_argument("--compile", action="store_true", help="compiled rows (see above)")
     parser.add_argument("--onnx", action="store_true",
                         help="CPU, float32: add ONNX Runtime fp32 and dynamic-int8 rows (see onnx_peers.py)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch (and ONNX Runtime) threads; default: torch's choice. On a shared machine one "
+                             "thread per process keeps ratios stable: a parallel region waits for its slowest thread")
     parser.add_argument("--int8", action="store_true", help="CPU, float32: add roberta_torch quantize('int8') rows")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = run_compiled(args) if args.compile else run(args)

@@ -127,9 +127,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--onnx", action="store_true",
                         help="CPU, float32: add ONNX Runtime fp32 / dynamic-int8 rows (sentence-transformers' pipeline)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch (and ONNX Runtime) threads; default: torch's choice. On a shared machine one "
+                             "thread per process keeps ratios stable: a parallel region waits for its slowest thread")
     parser.add_argument("--int8", action="store_true", help="CPU, float32: add TextEmbedder.quantize('int8') rows")
     parser.add_argument("--out", type=pathlib.Path)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from sentence_transformers import SentenceTransformer
 

@@ -41,6 +41,7 @@ import time
 import warnings
 
 import torch
+import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,16 @@ class Kernel:
 
     def run(self, packed, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def run_with_epilogue(self, packed, x: torch.Tensor, activation: str | None, residual: torch.Tensor | None):
+        """gelu(x W^T + b) or x W^T + b + residual (residual: (rows, out) float32); kernels
+        that can fuse the epilogue override this."""
+        y = self.run(packed, x)
+        if activation == "gelu":
+            y = F.gelu(y)
+        if residual is not None:
+            y = y.add_(residual)
+        return y
 
 
 class AoDynamicKernel(Kernel):
@@ -164,6 +175,23 @@ class OnednnQLinearKernel(Kernel):
         qx = quantize_activation(x, scale, zero_point, reduce_range)
         return torch.ops.onednn.qlinear_pointwise.tensor(
             qx, scale, zero_point, weights, w_scale, w_zero, bias, 1.0, 0, torch.float32, "none", [], ""
+        )
+
+    def run_with_epilogue(self, packed, x, activation, residual):
+        # oneDNN applies exact GELU or the residual add inside the product, as the float32
+        # path does with mkldnn._linear_pointwise.
+        if activation is None and residual is None:
+            return self.run(packed, x)
+        weights, w_scale, w_zero, bias, reduce_range = packed
+        scale, zero_point = activation_qparams(x, reduce_range)
+        qx = quantize_activation(x, scale, zero_point, reduce_range)
+        if residual is None:
+            return torch.ops.onednn.qlinear_pointwise.tensor(
+                qx, scale, zero_point, weights, w_scale, w_zero, bias, 1.0, 0, torch.float32, "gelu", [], "none"
+            )
+        return torch.ops.onednn.qlinear_pointwise.binary_tensor(
+            qx, scale, zero_point, weights, w_scale, w_zero, residual, bias, 1.0, 0, torch.float32,
+            1.0, 0, "add", 1.0, "none", [], ""
         )
 
 

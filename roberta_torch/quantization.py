@@ -23,7 +23,6 @@ loading (it takes well under a second).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import int8_kernels
@@ -118,15 +117,20 @@ class Int8Linear(nn.Module):
         rows = x.reshape(-1, self.in_features)
         if rows.dtype != torch.float32 or not rows.is_contiguous():
             rows = rows.to(torch.float32).contiguous()
+        if residual is not None:
+            if residual.shape != (*x.shape[:-1], self.out_features):
+                raise ValueError(
+                    f"`residual` must have the output's shape {(*x.shape[:-1], self.out_features)}; "
+                    f"got {tuple(residual.shape)}."
+                )
+            residual = residual.reshape(-1, self.out_features)
+            if residual.dtype != torch.float32 or not residual.is_contiguous():
+                residual = residual.to(torch.float32).contiguous()
         if rows.shape[0] == 0:
             y = rows.new_zeros(0, self.out_features)
         else:
-            y = int8_kernels.get_kernel(setting.kernel).run(packed, rows)
+            y = int8_kernels.get_kernel(setting.kernel).run_with_epilogue(packed, rows, activation, residual)
         y = y.view(*x.shape[:-1], self.out_features)
-        if activation == "gelu":
-            y = F.gelu(y)
-        if residual is not None:
-            y = y.add_(residual)
         return y if y.dtype == x.dtype else y.to(x.dtype)
 
     def __getstate__(self):

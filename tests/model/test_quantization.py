@@ -66,17 +66,21 @@ def test_every_kernel_computes_the_int8_function(kernel):
     assert 1e-4 < (out - exact).norm() / exact.norm() < 0.03  # quantized, and close
 
 
-def test_epilogue_call_signature_and_dtypes():
-    """layers.Linear's fused-epilogue call works on the int8 layer: GELU and residual after
-    the int8 product; any float input dtype, output in that dtype."""
+@pytest.mark.parametrize("kernel", RUNNABLE)
+def test_epilogue_call_signature_and_dtypes(kernel):
+    """layers.Linear's fused-epilogue call works on the int8 layer: GELU or the residual add
+    on the int8 product (fused by the kernel where it can); any float input dtype, output in
+    that dtype."""
     g = torch.Generator().manual_seed(1)
     linear = nn.Linear(32, 32)
-    layer = Int8Linear.from_float(linear)
-    x, residual = torch.randn(5, 32, generator=g), torch.randn(5, 32, generator=g)
+    layer = Int8Linear.from_float(linear, kernel=kernel)
+    x, residual = torch.randn(2, 5, 32, generator=g) * 3, torch.randn(2, 5, 32, generator=g)
     with torch.no_grad():
         plain = layer(x)
-        torch.testing.assert_close(layer(x, activation="gelu"), F.gelu(plain))
-        torch.testing.assert_close(layer(x, residual=residual), plain + residual)
+        torch.testing.assert_close(layer(x, activation="gelu"), F.gelu(plain), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(layer(x, residual=residual), plain + residual, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(layer(x, residual=residual.transpose(0, 1).contiguous().transpose(0, 1)),
+                                   plain + residual, atol=1e-5, rtol=1e-5)  # a strided residual
         low = layer(x.bfloat16(), residual=residual.bfloat16())
     assert low.dtype == torch.bfloat16
     torch.testing.assert_close(low.float(), plain + residual, atol=0.05, rtol=0.02)
@@ -84,6 +88,8 @@ def test_epilogue_call_signature_and_dtypes():
         layer(x, activation="relu")
     with pytest.raises(ValueError, match="last dimension"), torch.no_grad():
         layer(torch.randn(3, 31))
+    with pytest.raises(ValueError, match="residual"), torch.no_grad():
+        layer(x, residual=residual[:, :3])
 
 
 def linear_names(model):
