@@ -58,8 +58,12 @@ def make_texts(count: int, mean_tokens: float, seed: int) -> list[str]:
 def build_directory(root: pathlib.Path, layers: int, size: str, max_seq_length: int = 512) -> pathlib.Path:
     import transformers
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules import Normalize, Transformer
-    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.base.modules import Normalize, Transformer
+        from sentence_transformers.sentence_transformer.modules import Pooling
+    except ImportError:  # 5.x (the --st-onnx environment, see st_onnx_encoders)
+        from sentence_transformers.models import Normalize, Pooling, Transformer
 
     heads, hidden, intermediate = SIZES[size]
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(TOKENIZER))
@@ -113,6 +117,34 @@ def onnx_encoder(reference, run):
     return encode
 
 
+def st_onnx_encoders(directory: pathlib.Path, batch_size: int) -> dict:
+    """sentence-transformers' own ONNX backend: `SentenceTransformer(directory, backend="onnx")`
+    (optimum exports the model) and its dynamic int8 file from
+    `export_dynamic_quantized_onnx_model` with the config for this CPU (avx512_vnni, avx512 or
+    avx2). optimum-onnx needs transformers < 4.58 while sentence-transformers 6 needs >= 5, so
+    this runs in a separate environment with sentence-transformers 5.x (benchmarks/README.md)."""
+    import onnxruntime
+    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+
+    flags = cpu_info.cpu_flags() if cpu_info.active_isa_cap() is None else ["avx2"]
+    config = "avx512_vnni" if "avx512_vnni" in flags else "avx512" if "avx512f" in flags else "avx2"
+
+    def options():
+        session_options = onnxruntime.SessionOptions()
+        session_options.intra_op_num_threads = torch.get_num_threads()
+        session_options.inter_op_num_threads = 1
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return session_options
+
+    fp32 = SentenceTransformer(str(directory), device="cpu", backend="onnx", model_kwargs={"session_options": options()})
+    fp32.save(str(directory))  # writes onnx/model.onnx beside the torch weights
+    export_dynamic_quantized_onnx_model(fp32, config, str(directory))
+    int8 = SentenceTransformer(str(directory), device="cpu", backend="onnx", model_kwargs={
+        "file_name": f"onnx/model_qint8_{config}.onnx", "session_options": options()})
+    return {"st_onnx_fp32": lambda batch: fp32.encode(batch, batch_size=batch_size),
+            f"st_onnx_qint8_{config}": lambda batch: int8.encode(batch, batch_size=batch_size)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -131,6 +163,8 @@ def main() -> None:
                         help="torch (and ONNX Runtime) threads; default: torch's choice. On a shared machine one "
                              "thread per process keeps ratios stable: a parallel region waits for its slowest thread")
     parser.add_argument("--int8", action="store_true", help="CPU, float32: add TextEmbedder.quantize('int8') rows")
+    parser.add_argument("--st-onnx", action="store_true",
+                        help="CPU, float32: add sentence-transformers backend='onnx' rows (needs optimum-onnx)")
     parser.add_argument("--out", type=pathlib.Path)
     args = parser.parse_args()
     if args.threads:
@@ -160,6 +194,8 @@ def main() -> None:
                     for peer_name, run in peers.items():
                         encode = onnx_encoder(reference, run)
                         encoders[peer_name] = lambda batch, encode=encode: encode(batch, args.batch_size)
+                if args.st_onnx:
+                    encoders.update(st_onnx_encoders(directory, args.batch_size))
                 if args.int8:
                     quantized = roberta_torch.TextEmbedder.from_preset(str(directory), device="cpu").quantize("int8")
                     encoders["roberta_torch_int8"] = lambda batch: quantized.encode(
@@ -193,6 +229,11 @@ def main() -> None:
                 row["int8_vs_float32"] = best["roberta_torch"] / best["roberta_torch_int8"]
                 if "onnxruntime_int8" in best:
                     row["int8_vs_onnxruntime_int8"] = best["onnxruntime_int8"] / best["roberta_torch_int8"]
+            for key in best:
+                if key.startswith("st_onnx_fp32"):
+                    row["roberta_torch_vs_st_onnx_fp32"] = best[key] / best["roberta_torch"]
+                if key.startswith("st_onnx_qint8") and "roberta_torch_int8" in best:
+                    row["int8_vs_st_onnx_qint8"] = best[key] / best["roberta_torch_int8"]
             rows.append(row)
             print(f"{args.device} {name:9s} {len(texts)} texts, {tokens} tokens: "
                   + ", ".join(f"{key} {len(texts) / t:.1f} texts/s" for key, t in best.items())
@@ -203,7 +244,7 @@ def main() -> None:
                   "torch": torch.__version__, "threads": torch.get_num_threads(), "layers": args.layers,
                   "size": args.size, "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
                   "rows": rows, "argv": sys.argv[1:]}
-        suffix = "_peers" if (args.onnx or args.int8) else ""
+        suffix = "_peers" if (args.onnx or args.int8 or args.st_onnx) else ""
         (args.out / f"embed_{args.device}{suffix}.json").write_text(json.dumps(report, indent=2))
 
 
