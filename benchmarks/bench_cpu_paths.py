@@ -21,11 +21,12 @@ dense      roberta-base dense layers (768->2304 qkv, 768->768 + residual, 768->3
 first_call the cost of the first call at a new M (primitive creation / JIT) per path: median
            of (first call - second call) over fresh token counts.
 int8       the same layers (no epilogue) at M in {128, 1024, ~2000 varying}: float32 F.linear
-           against every int8 kernel that runs here: quantized::linear_dynamic (torch.ao) on
-           the fbgemm, x86 and onednn engines, onednn::qlinear_pointwise (Inductor's x86 int8
-           op, plain int8 tensors), torchao Int8DynamicActivationInt8WeightConfig (eager),
-           ONNX Runtime's dynamic int8 (one Linear quantized by quantize_dynamic, per-channel).
-           Relative error against float32 is reported too.
+           against every int8 kernel that runs here: roberta_torch's (int8_kernels.py:
+           quantized::linear_dynamic on fbgemm and onednn, onednn::qlinear_pointwise), torch.ao
+           on its "x86" meta-engine, torchao Int8DynamicActivationInt8WeightConfig (eager) and
+           ONNX Runtime's dynamic int8 (one Linear quantized by quantize_dynamic,
+           per-channel). Relative error against float32 too, also of the saturation-free
+           settings (7-bit weights / activations).
 model      6-layer roberta-base size: dense 8x128 and 16x256 at ~50 % padding; default paths,
            oneDNN fusion off, padded vs padding-free, per-sequence vs re-padded attention, 1
            vs 2 threads, with transformers as the reference.
@@ -237,47 +238,32 @@ def run_first_call(args) -> list:
 # ---------------------------------------------------------------------------- int8 paths
 
 
-def per_channel_int8(weight: torch.Tensor):
-    """Symmetric per-output-channel int8 weights: (int8 (out, in), float32 scales (out,))."""
-    scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127.0
-    q = torch.round(weight / scale[:, None]).clamp_(-127, 127).to(torch.int8)
-    return q, scale
+def ao_x86_path(weight, bias):
+    """torch.ao's dynamic linear on the "x86" meta-engine (it picks fbgemm or oneDNN itself)."""
+    from roberta_torch.int8_kernels import quantize_weight
 
-
-def ao_dynamic_path(q, scale, bias, engine: str, reduce_range: bool):
+    q, scale = quantize_weight(weight)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch 2.13 deprecates quantized tensors
         previous = torch.backends.quantized.engine
-        torch.backends.quantized.engine = engine
+        torch.backends.quantized.engine = "x86"
         try:
             qweight = torch._make_per_channel_quantized_tensor(q, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0)
             packed = torch.ops.quantized.linear_prepack(qweight, bias)
         finally:
             torch.backends.quantized.engine = previous
-
-    def run(x):
-        return torch.ops.quantized.linear_dynamic(x, packed, reduce_range)
-
-    return run
+    return lambda x: torch.ops.quantized.linear_dynamic(x, packed, False)
 
 
-def onednn_qlinear_path(q, scale, bias, pack_hint: int):
-    """Inductor's x86 int8 op on plain tensors: per-tensor asymmetric uint8 activations."""
-    packed = torch.ops.onednn.qlinear_prepack(q, [pack_hint, q.shape[1]])
-    zero_points = torch.zeros(q.shape[0], dtype=torch.long)
-    scale = scale.float()
+def roberta_torch_int8_path(weight, bias, kernel: str, weight_bits: int = 8, reduce_range: bool = False):
+    """One of roberta_torch's int8 kernels (int8_kernels.py), as Int8Linear packs and runs it."""
+    from roberta_torch import int8_kernels
 
-    def run(x):
-        low, high = torch.aminmax(x)
-        low, high = low.clamp(max=0), high.clamp(min=0)
-        x_scale = ((high - low) / 255).clamp_min(1e-12)
-        x_zero = torch.round(-low / x_scale).to(torch.long)
-        qx = torch.round(x / x_scale).add_(x_zero).clamp_(0, 255).to(torch.uint8)
-        return torch.ops.onednn.qlinear_pointwise.tensor(
-            qx, x_scale, x_zero, packed, scale, zero_points, bias, 1.0, 0, torch.float32, "none", [], ""
-        )
-
-    return run
+    q, scale = int8_kernels.quantize_weight(weight, bits=weight_bits)
+    setting = int8_kernels.KernelSetting(kernel, reduce_range, weight_bits)
+    packed = int8_kernels.pack(setting, q, scale, bias)
+    runner = int8_kernels.get_kernel(kernel)
+    return lambda x: runner.run(packed, x)
 
 
 def torchao_path(weight, bias):
@@ -327,15 +313,24 @@ def onnxruntime_path(weight, bias, threads: int, directory: str):
     return run
 
 
+# Settings timed (8-bit weights and activations) and, for accuracy only, the two that avoid
+# 16-bit saturation without VNNI: 7-bit weights ("_w7", what the probe picks) and 7-bit
+# activations ("_a7", torch.ao's reduce_range). They run the same kernel at the same speed.
+ACCURACY_ONLY = ("_w7", "_a7")
+
+
 def int8_paths(weight, bias, directory: str) -> dict:
-    q, scale = per_channel_int8(weight)
+    from roberta_torch import int8_kernels
+
     paths = {"float32": lambda x: F.linear(x, weight, bias)}
     candidates = {}
-    for engine in ("fbgemm", "x86", "onednn"):
-        if engine in torch.backends.quantized.supported_engines:
-            candidates[f"ao_{engine}"] = lambda e=engine: ao_dynamic_path(q, scale, bias, e, reduce_range=False)
-            candidates[f"ao_{engine}_rr"] = lambda e=engine: ao_dynamic_path(q, scale, bias, e, reduce_range=True)
-    candidates["onednn_qlinear"] = lambda: onednn_qlinear_path(q, scale, bias, 1024)
+    for kernel in int8_kernels.KERNELS:
+        if int8_kernels.get_kernel(kernel).available():
+            candidates[kernel] = lambda k=kernel: roberta_torch_int8_path(weight, bias, k)
+            candidates[f"{kernel}_w7"] = lambda k=kernel: roberta_torch_int8_path(weight, bias, k, weight_bits=7)
+            candidates[f"{kernel}_a7"] = lambda k=kernel: roberta_torch_int8_path(weight, bias, k, reduce_range=True)
+    if "x86" in torch.backends.quantized.supported_engines:
+        candidates["ao_x86"] = lambda: ao_x86_path(weight, bias)
     candidates["torchao"] = lambda: torchao_path(weight, bias)
     candidates["onnxruntime"] = lambda: onnxruntime_path(weight, bias, torch.get_num_threads(), directory)
     for name, make in candidates.items():
@@ -368,6 +363,8 @@ def run_int8(args) -> list:
             for spec in args.int8_tokens:
                 functions = {}
                 for name, fn in paths.items():
+                    if name.endswith(ACCURACY_ONLY):
+                        continue
                     def call(fn=fn):
                         return fn(source[: counts.take(spec)])
                     functions[name] = call
@@ -482,6 +479,99 @@ def run_model(args) -> list:
     return rows
 
 
+# ---------------------------------------------------------------------------- summary
+
+
+def _table(header: list, rows: list) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+FIRST_CALL_PATHS = ("plain", "fused", "packed_fused", "mkl_packed")
+
+
+def summarize(results: dict, statistic: str = "ms") -> str:
+    """Markdown tables from a results JSON: per ISA, the dense paths summed over the four
+    layers of one encoder layer (times vs plain), first-call costs, int8 kernels (speed vs
+    float32, relative error), whole-model variants. `statistic`: "ms" (medians) or "min_ms"."""
+    out = []
+    for run in results["runs"]:
+        cpu = run["cpu"]
+        out.append(f"#### {run['isa']}: {cpu['cpu_model']} [{cpu['cpu_kind']}], {cpu['torch_threads']} thread(s), "
+                   f"torch {cpu['torch']}\n")
+        dense = [r for r in run["rows"] if r["section"] == "dense"]
+        if dense:
+            rows, keys = [], sorted({(r["dtype"], str(r["tokens"])) for r in dense}, key=lambda k: (k[0], len(k[1]), k[1]))
+            paths = ["plain", "fused", "packed_fused", "mkl_packed"]
+            for dtype, tokens in keys:
+                subset = [r for r in dense if r["dtype"] == dtype and str(r["tokens"]) == tokens]
+                total = {p: sum(r[statistic].get(p, float("nan")) for r in subset) for p in paths}
+                present = {p: t for p, t in total.items() if t == t}
+                best = min(present, key=present.get)
+                label = "~2000, new M each call" if tokens == "vary2000" else tokens
+                rows.append([dtype, label, f"{total['plain']:.1f}"]
+                            + [f"{total['plain'] / total[p]:.2f}x" if p in present else "-" for p in paths[1:]]
+                            + [best])
+            out.append("Dense layers of one encoder layer (qkv + attention output + residual, FFN in + GELU, "
+                       "FFN out + residual), summed; speed relative to plain:\n")
+            out.append(_table(["dtype", "tokens M", "plain ms", "fused", "packed_fused", "mkl_packed", "fastest"], rows))
+            out.append("")
+        first = [r for r in run["rows"] if r["section"] == "first_call"]
+        if first:
+            rows = []
+            for dtype in sorted({r["dtype"] for r in first}):
+                subset = [r for r in first if r["dtype"] == dtype]
+                cells = []
+                for p in FIRST_CALL_PATHS:
+                    if p not in subset[0]["extra_ms"]:
+                        cells.append("-")
+                        continue
+                    extra = sum(r["extra_ms"][p] for r in subset)
+                    steady = sum(r["steady_ms"][p] for r in subset)
+                    cells.append(f"+{extra:.1f} ms ({100 * extra / steady:.0f} %)")
+                rows.append([dtype, *cells])
+            out.append("First call at a new token count (~2000), extra over the second call, summed over the "
+                       "four layers (share of the steady time):\n")
+            out.append(_table(["dtype", *FIRST_CALL_PATHS], rows))
+            out.append("")
+        int8 = [r for r in run["rows"] if r["section"] == "int8"]
+        if int8:
+            kernels = [k for k in int8[0]["ms"] if k != "float32"]
+            accuracy_only = [k for k in int8[0]["relative_error"] if k not in int8[0]["ms"]]
+            rows = []
+            for tokens in sorted({str(r["tokens"]) for r in int8}, key=lambda t: (len(t), t)):
+                subset = [r for r in int8 if str(r["tokens"]) == tokens]
+                fp32 = sum(r[statistic]["float32"] for r in subset)
+                cells = []
+                for k in kernels:
+                    t = sum(r[statistic].get(k, float("nan")) for r in subset)
+                    cells.append(f"{fp32 / t:.2f}x" if t == t else "-")
+                rows.append([tokens, f"{fp32:.1f}", *cells])
+            errors = ["rel. error", "-"] + [f"{max(r['relative_error'].get(k, float('nan')) for r in int8):.4f}" for k in kernels]
+            out.append("int8 kernels (fbgemm, onednn, qlinear: roberta_torch's; ao_x86: torch.ao's meta-engine; "
+                       "torchao Int8DynamicActivationInt8WeightConfig, eager; onnxruntime: quantize_dynamic), the four "
+                       "layers summed, speed relative to float32 F.linear (last row: largest relative error against "
+                       "float32):\n")
+            out.append(_table(["tokens M", "float32 ms", *kernels], rows + [errors]))
+            if accuracy_only:
+                out.append("\nRelative error of the saturation-free settings (7-bit weights `_w7`, 7-bit activations "
+                           "`_a7`; same kernels, same speed): "
+                           + ", ".join(f"{k} {max(r['relative_error'][k] for r in int8):.4f}" for k in accuracy_only))
+            out.append("")
+        model = [r for r in run["rows"] if r["section"] == "model"]
+        if model:
+            rows = []
+            for r in model:
+                cells = ", ".join(f"{name} {r[statistic][name]:.0f} ms ({r[statistic]['transformers'] / r[statistic][name]:.2f}x)"
+                                  for name in r[statistic])
+                rows.append([r["dtype"], f"{r['batch']}x{r['seq']}", f"{100 * r['fill']:.0f} %", cells])
+            out.append(f"Whole model ({model[0]['layers']} layers), time and speed relative to transformers:\n")
+            out.append(_table(["dtype", "batch", "fill", "variants"], rows))
+            out.append("")
+    return "\n".join(out)
+
+
 SECTIONS = {"dense": run_dense, "first_call": run_first_call, "int8": run_int8, "model": run_model}
 
 
@@ -510,6 +600,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and repeats: checks the script runs")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--summarize", type=pathlib.Path, help="print the markdown tables of a results JSON and exit")
+    parser.add_argument("--statistic", default="ms", choices=("ms", "min_ms"), help="medians or minima in --summarize")
     parser.add_argument("--isa", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -520,6 +612,9 @@ def main(argv=None) -> None:
     if args.quick:
         args.tokens, args.int8_tokens = [128, "vary2000"], [128]
         args.repeats, args.model_repeats, args.first_call_samples = 2, 1, 2
+    if args.summarize:
+        print(summarize(json.loads(args.summarize.read_text()), args.statistic))
+        return
     if args.child_out:
         child(args)
         return
@@ -539,6 +634,7 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / ("cpu_paths_quick.json" if args.quick else "cpu_paths.json")
     path.write_text(json.dumps(results, indent=1))
+    print(summarize(results))
     print(f"wrote {path}")
 
 

@@ -21,9 +21,11 @@ choice costs a few milliseconds per shape (tens for a whole model) and is logged
 level; `record_kernels()` shows which kernel ran each call.
 
 Saturation: without VNNI (AVX2 and plain AVX-512), the u8 x s8 instruction these kernels use
-(vpmaddubsw) adds pairs of products in 16 bits and saturates for large activations. The probe
-detects that on this machine and the kernel then quantizes activations to 7 bits
-(`reduce_range`, what torch.ao does by default), which cannot saturate.
+(vpmaddubsw) adds pairs of products in 16 bits and saturates (255 * 127 * 2 > 32767). The
+probe detects that on this machine; such a kernel then gets 7-bit weights (|q| <= 63:
+255 * 63 * 2 fits), quantized so from the float weights by Int8Linear.from_float, which cannot
+saturate and loses less than 7-bit activations (torch.ao's `reduce_range`, the last resort):
+per-channel weight scales absorb it, a per-tensor activation scale does not.
 
 The torch.ao kernels need quantized tensors to pack their weights, which torch 2.13
 deprecates; if a future torch drops them, those kernels fail the probe and `qlinear`
@@ -59,13 +61,15 @@ PROBE_TOLERANCE = 1e-3
 # ---------------------------------------------------------------------------- quantization
 
 
-def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_weight(weight: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-output-channel int8: (int8 (out, in), float32 scales (out,)) with
-    weight ~= q * scale[:, None]. Range [-127, 127] (symmetric: no zero point)."""
+    weight ~= q * scale[:, None]. Range [-127, 127] (symmetric: no zero point), or [-63, 63]
+    with bits=7 (for kernels that saturate otherwise, see the module docstring)."""
+    qmax = 127.0 if bits == 8 else 63.0
     weight = weight.detach().float()
-    scale = weight.abs().amax(dim=1) / 127.0
+    scale = weight.abs().amax(dim=1) / qmax
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero row stays zero
-    q = torch.round(weight / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    q = torch.round(weight / scale[:, None]).clamp_(-qmax, qmax).to(torch.int8)
     return q, scale
 
 
@@ -215,7 +219,24 @@ class KernelSetting:
     """A kernel that computes the int8 function correctly here, and how."""
 
     kernel: str
-    reduce_range: bool
+    reduce_range: bool  # activations in 7 bits (0..127)
+    weight_bits: int = 8  # 7: weights narrowed to -63..63 when packed
+
+
+def narrow_weight(q: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights within [-63, 63]: as they are if they already are (quantized with bits=7, as
+    Int8Linear.from_float does where the kernel needs it), else halved with doubled scales
+    (rounded twice: e.g. a state dict written on a machine with VNNI)."""
+    if int(q.abs().max()) <= 63:
+        return q, scale
+    return torch.round(q.float() / 2).clamp_(-63, 63).to(torch.int8), scale * 2
+
+
+def pack(setting: KernelSetting, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+    """The packed weights of `setting`'s kernel for the int8 weights (q, scale) and bias."""
+    if setting.weight_bits == 7:
+        q, scale = narrow_weight(q, scale)
+    return _KERNELS[setting.kernel].pack(q, scale, bias, setting.reduce_range)
 
 
 def _probe_operands(in_features: int, out_features: int):
@@ -230,8 +251,11 @@ def _probe_operands(in_features: int, out_features: int):
     return x, weight, bias
 
 
-def _reference(x, q, scale, bias, reduce_range: bool) -> torch.Tensor:
+def _reference(x, q, scale, bias, setting: KernelSetting) -> torch.Tensor:
     """The int8 function in float64: dequantized activations times dequantized weights."""
+    reduce_range = setting.reduce_range
+    if setting.weight_bits == 7:
+        q, scale = narrow_weight(q, scale)
     x_scale, x_zero = activation_qparams(x, reduce_range)
     qx = quantize_activation(x, x_scale, x_zero, reduce_range)
     dx = (qx.double() - x_zero.double()) * x_scale.double()
@@ -263,18 +287,19 @@ def _probe(name: str) -> KernelSetting | None:
         return None
     x, weight, bias = _probe_operands(*PROBE_SHAPE)
     q, scale = quantize_weight(weight)
-    for reduce_range in (False, True):
+    # Full range; else 7-bit weights; else 7-bit activations (see the module docstring).
+    for setting in (KernelSetting(name, False), KernelSetting(name, False, 7), KernelSetting(name, True)):
         try:
             with torch.inference_mode():
-                out = kernel.run(kernel.pack(q, scale, bias, reduce_range), x)
+                out = kernel.run(pack(setting, q, scale, bias), x)
         except (RuntimeError, TypeError, AttributeError, NotImplementedError) as error:
             logger.debug("int8 kernel %s does not run here: %s", name, error)
             return None
-        expected = _reference(x, q, scale, bias, reduce_range)
+        expected = _reference(x, q, scale, bias, setting)
         error = float((out - expected).abs().max() / expected.abs().max())
         if error <= PROBE_TOLERANCE:
-            return KernelSetting(name, reduce_range)
-        logger.debug("int8 kernel %s, reduce_range=%s: probe error %.2e", name, reduce_range, error)
+            return setting
+        logger.debug("int8 kernel %s: %s gives probe error %.2e", name, setting, error)
     return None
 
 
@@ -327,7 +352,7 @@ def _time_kernels(settings: list, in_features: int, out_features: int) -> dict:
         for setting in settings:
             kernel = _KERNELS[setting.kernel]
             try:
-                packed = kernel.pack(q, scale, torch.zeros(out_features), setting.reduce_range)
+                packed = pack(setting, q, scale, torch.zeros(out_features))
                 kernel.run(packed, x)  # warm-up: primitive creation, caches
             except (RuntimeError, TypeError, ValueError) as error:
                 logger.debug("int8 kernel %s fails on %dx%d: %s", setting.kernel, in_features, out_features, error)
@@ -370,8 +395,8 @@ def resolve(kernel: str, in_features: int, out_features: int) -> KernelSetting:
         setting = min(candidates, key=lambda s: timings[s.kernel])
         _choice_log.append((in_features, out_features, timings, setting))
         logger.debug(
-            "int8 kernel for %dx%d: %s (reduce_range=%s); timed %s", in_features, out_features,
-            setting.kernel, setting.reduce_range,
+            "int8 kernel for %dx%d: %s (7-bit activations: %s, weight bits: %d); timed %s", in_features,
+            out_features, setting.kernel, setting.reduce_range, setting.weight_bits,
             ", ".join(f"{name} {1e3 * t:.2f} ms" for name, t in timings.items()),
         )
     _settings[key] = setting

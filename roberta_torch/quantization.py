@@ -60,13 +60,14 @@ class Int8Linear(nn.Module):
             raise TypeError(f"`linear` must be a torch.nn.Linear; got {type(linear).__name__}.")
         _check_cpu(linear.weight, "the linear layer's weight")
         module = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, kernel=kernel)
-        q, scale = int8_kernels.quantize_weight(linear.weight)
+        # Choose (and probe) the kernel now, not in the first forward; quantize for it.
+        setting = module._setting()
+        q, scale = int8_kernels.quantize_weight(linear.weight, bits=setting.weight_bits)
         with torch.no_grad():
             module.weight_int8.copy_(q)
             module.weight_scale.copy_(scale)
             if linear.bias is not None:
                 module.bias.copy_(linear.bias.detach().float())
-        module._setting()  # choose (and probe) the kernel now, not in the first forward
         return module
 
     def dequantized_weight(self) -> torch.Tensor:
@@ -82,8 +83,7 @@ class Int8Linear(nn.Module):
         # replaces the tensor: either way the packed copy is rebuilt.
         key = tuple((t.data_ptr(), t._version) for t in (self.weight_int8, self.weight_scale, self.bias) if t is not None)
         if self._packed is None or self._packed[0] != key or self._packed[1] != setting:
-            kernel = int8_kernels.get_kernel(setting.kernel)
-            packed = kernel.pack(self.weight_int8, self.weight_scale, self.bias, setting.reduce_range)
+            packed = int8_kernels.pack(setting, self.weight_int8, self.weight_scale, self.bias)
             self._packed = (key, setting, packed)
         return self._packed[1], self._packed[2]
 

@@ -39,12 +39,16 @@ def mean_pool(hidden, mask):
     return (hidden * mask).sum(1) / mask.sum(1)
 
 
-def reference_int8(x, layer: Int8Linear, reduce_range: bool):
-    """The int8 function in float64 from the layer's own int8 weights and scales."""
-    scale, zero = int8_kernels.activation_qparams(x, reduce_range)
-    qx = int8_kernels.quantize_activation(x, scale, zero, reduce_range)
+def reference_int8(x, layer: Int8Linear, setting):
+    """The int8 function in float64 from the layer's own int8 weights and scales, as the
+    kernel's setting on this machine runs it (7-bit weights or activations where 8 saturate)."""
+    q, w_scale = layer.weight_int8, layer.weight_scale
+    if setting.weight_bits == 7:
+        q, w_scale = int8_kernels.narrow_weight(q, w_scale)
+    scale, zero = int8_kernels.activation_qparams(x, setting.reduce_range)
+    qx = int8_kernels.quantize_activation(x, scale, zero, setting.reduce_range)
     dx = (qx.double() - zero.double()) * scale.double()
-    return dx @ layer.dequantized_weight().double().t() + layer.bias.double()
+    return dx @ (q.double() * w_scale.double()[:, None]).t() + layer.bias.double()
 
 
 @pytest.mark.parametrize("kernel", RUNNABLE)
@@ -60,7 +64,7 @@ def test_every_kernel_computes_the_int8_function(kernel):
         out = layer(x)
     assert calls == [(kernel, 48, 40)] and out.shape == (2, 13, 40) and out.dtype == torch.float32
     setting = int8_kernels.probe(kernel)
-    expected = reference_int8(x.reshape(-1, 48), layer, setting.reduce_range).reshape(2, 13, 40)
+    expected = reference_int8(x.reshape(-1, 48), layer, setting).reshape(2, 13, 40)
     assert (out.double() - expected).abs().max() / expected.abs().max() < 1e-5
     exact = F.linear(x, linear.weight, linear.bias).detach()
     assert 1e-4 < (out - exact).norm() / exact.norm() < 0.03  # quantized, and close
@@ -276,7 +280,7 @@ def test_auto_choice_is_cached_timed_and_overridable():
 
 def test_saturating_kernels_fall_back_to_7_bit_activations():
     """With every library capped to AVX2 (no VNNI), u8 x s8 products saturate in 16 bits: the
-    probe sees it and the kernels quantize activations to 7 bits, staying accurate."""
+    probe sees it and the kernels get 7-bit weights (not 7-bit activations), staying accurate."""
     script = """
 import torch, torch.nn as nn
 from roberta_torch import int8_kernels
@@ -292,11 +296,15 @@ for name, setting in settings.items():
     if setting is not None:
         with torch.no_grad():
             out = Int8Linear.from_float(linear, kernel=name)(x)
-        print(name, setting.reduce_range, float((out - exact).norm() / exact.norm()))
+        print(name, setting.weight_bits, setting.reduce_range, float((out - exact).norm() / exact.norm()))
 """
     env = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
            "ATEN_CPU_CAPABILITY": "avx2"}
     lines = [line.split() for line in run_python(script, env).strip().splitlines()]
     assert lines, "no int8 kernel ran under the AVX2 caps"
-    for name, reduce_range, error in lines:
-        assert float(error) < 0.01, (name, reduce_range, error)
+    for name, weight_bits, reduce_range, error in lines:
+        assert float(error) < 0.01, (name, weight_bits, reduce_range, error)
+    # Native, these kernels do not saturate (VNNI / AMX) or saturate the same way; capped to
+    # AVX2 at least one needs the narrowed weights, and none falls back to 7-bit activations.
+    assert any(weight_bits == "7" for _, weight_bits, _, _ in lines) or not int8_kernels.probe("fbgemm")
+    assert all(reduce_range == "False" for _, _, reduce_range, _ in lines)
