@@ -332,7 +332,10 @@ def int8_paths(weight, bias, directory: str) -> dict:
     if "x86" in torch.backends.quantized.supported_engines:
         candidates["ao_x86"] = lambda: ao_x86_path(weight, bias)
     candidates["torchao"] = lambda: torchao_path(weight, bias)
-    candidates["onnxruntime"] = lambda: onnxruntime_path(weight, bias, torch.get_num_threads(), directory)
+    if cpu_info.active_isa_cap() is None:
+        # ONNX Runtime's MLAS picks its kernels from cpuid and has no ISA cap: under the AVX2
+        # caps it would still run this CPU's VNNI/AMX code, so it is left out there.
+        candidates["onnxruntime"] = lambda: onnxruntime_path(weight, bias, torch.get_num_threads(), directory)
     for name, make in candidates.items():
         try:
             fn = make()
@@ -584,7 +587,8 @@ def child(args) -> None:
     rows = []
     for section in args.sections:
         rows += SECTIONS[section](args)
-    pathlib.Path(args.child_out).write_text(json.dumps({"isa": args.isa, "cpu": record, "rows": rows}, indent=1))
+        # Written after every section: an interrupted run keeps what it measured.
+        pathlib.Path(args.child_out).write_text(json.dumps({"isa": args.isa, "cpu": record, "rows": rows}, indent=1))
 
 
 def main(argv=None) -> None:
@@ -627,9 +631,12 @@ def main(argv=None) -> None:
             child_out = handle.name
         command = [sys.executable, __file__, "--isa", isa, "--child-out", child_out,
                    *[a for a in (sys.argv[1:] if argv is None else argv)]]
-        subprocess.run(command, env=env, check=True)
-        results["runs"].append(json.loads(pathlib.Path(child_out).read_text()))
+        done = subprocess.run(command, env=env)
+        if pathlib.Path(child_out).stat().st_size:
+            results["runs"].append(json.loads(pathlib.Path(child_out).read_text()))
         os.unlink(child_out)
+        if done.returncode:
+            print(f"the {isa} run failed (exit {done.returncode}); keeping what it measured", flush=True)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / ("cpu_paths_quick.json" if args.quick else "cpu_paths.json")

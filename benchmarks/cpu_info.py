@@ -23,6 +23,7 @@ KERNEL_FLAGS = (
 # AVX2 on an AVX-512/AMX machine, every kernel library in torch's CPU wheel (oneDNN, MKL,
 # fbgemm, ATen's vectorized kernels) runs its AVX2 code; the core, caches and memory stay
 # those of the host CPU (see benchmarks/README.md, "What the AVX2 emulation captures").
+# ONNX Runtime (MLAS) has no such cap: it keeps using the host's VNNI/AMX kernels.
 ISA_CAPS = {
     "avx2": {
         "ONEDNN_MAX_CPU_ISA": "AVX2",
