@@ -3,9 +3,10 @@
 Every kernel computes the same function: activations quantized per tensor to unsigned 8 bits
 (asymmetric, from the tensor's min and max, as ONNX Runtime's and torch.ao's dynamic
 quantization do), weights symmetric int8 per output channel, int32 accumulation, float32
-bias and output. Which kernel is fastest depends on the CPU (measured in
-benchmarks/bench_cpu_paths.py): with AVX-512 VNNI / AMX oneDNN's wins, on AVX2-only CPUs
-fbgemm's is 2-3x faster than oneDNN's. So the choice is made on this machine:
+bias and output. Which kernel is fastest depends on the CPU and the thread count (measured in
+benchmarks/bench_cpu_paths.py): with AMX oneDNN's is 2-3x faster than fbgemm's (which has no
+AMX code), with the libraries capped to AVX2 they are within noise of each other at one
+thread and fbgemm's led at two. So the choice is made on this machine:
 
 | kernel    | what                                                                        |
 |-----------|-----------------------------------------------------------------------------|
