@@ -16,7 +16,8 @@ thread and fbgemm's led at two. So the choice is made on this machine:
 | `qnnpack` | `torch.ops.quantized.linear_dynamic`, QNNPACK engine (ARM CPUs only)          |
 
 `auto` (the default) takes, per layer shape (in_features, out_features) and once per process,
-the fastest of the kernels that run here and pass a correctness probe; `ROBERTA_TORCH_INT8_KERNEL`
+the fastest of the kernels that run here and pass a correctness probe (timed on one thread;
+a kernel later in KERNELS must beat an earlier one by CHOICE_MARGIN); `ROBERTA_TORCH_INT8_KERNEL`
 (read once, at import), `set_default_kernel` or `quantize(..., kernel=...)` force one. The
 choice costs a few milliseconds per shape (tens for a whole model) and is logged at DEBUG
 level; `record_kernels()` shows which kernel ran each call.
@@ -49,11 +50,15 @@ import torch.nn.functional as F
 logger = logging.getLogger(__name__)
 
 KERNEL_ENV_VAR = "ROBERTA_TORCH_INT8_KERNEL"
-KERNELS = ("fbgemm", "onednn", "qlinear", "qnnpack")
+# In order of preference: a later kernel is chosen only when clearly faster (CHOICE_MARGIN).
+KERNELS = ("onednn", "fbgemm", "qlinear", "qnnpack")
 CHOICES = ("auto", *KERNELS)
 # The token count the choice is timed at: between a short sequence and a padded batch.
 TIMING_TOKENS = 256
 TIMING_REPEATS = 5
+# A kernel replaces a preferred one only if at least this much faster: timing noise must not
+# flip a tie.
+CHOICE_MARGIN = 0.15
 # A kernel's output on the probe may differ from the float reference of the same quantized
 # operands by rounding only; saturation gives errors of tens of percent.
 PROBE_TOLERANCE = 1e-3
@@ -342,8 +347,19 @@ def set_default_kernel(kernel: str) -> str:
 
 def _time_kernels(settings: list, in_features: int, out_features: int) -> dict:
     """{kernel: fastest of TIMING_REPEATS calls at TIMING_TOKENS tokens}, the candidates
-    interleaved round by round so a busy machine slows them alike. A kernel that raises on
-    this shape is left out."""
+    interleaved round by round so a busy machine slows them alike, on one thread: on a busy
+    machine a parallel region waits for its descheduled threads (a 1 ms call then measures
+    tens of ms and the ranking is noise), while the ranking of these kernels follows the
+    instruction set, not the thread count. A kernel that raises on this shape is left out."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _time_kernels_serial(settings, in_features, out_features)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _time_kernels_serial(settings: list, in_features: int, out_features: int) -> dict:
     g = torch.Generator().manual_seed(1)
     weight = torch.randn(out_features, in_features, generator=g) * 0.02
     q, scale = quantize_weight(weight)
@@ -393,7 +409,10 @@ def resolve(kernel: str, in_features: int, out_features: int) -> KernelSetting:
                 f"No int8 kernel runs on this machine (torch {torch.__version__}, quantized engines "
                 f"{torch.backends.quantized.supported_engines}); int8 needs torch's fbgemm or oneDNN."
             )
-        setting = min(candidates, key=lambda s: timings[s.kernel])
+        setting = candidates[0]  # the preferred kernel, unless another is clearly faster
+        for candidate in candidates[1:]:
+            if timings[candidate.kernel] < (1 - CHOICE_MARGIN) * timings[setting.kernel]:
+                setting = candidate
         _choice_log.append((in_features, out_features, timings, setting))
         logger.debug(
             "int8 kernel for %dx%d: %s (7-bit activations: %s, weight bits: %d); timed %s", in_features,
