@@ -17,7 +17,7 @@ Saving: `model.state_dict()` holds the int8 weights and scales (`weight_int8`, `
 same way round-trip exactly, as does whole-model `torch.save` / pickle / `copy.deepcopy`.
 Presets (`save_to_preset`) refuse: keras_hub, transformers and sentence-transformers files
 have no int8 layout that would load back quantized; save the float model and quantize after
-loading (it takes well under a second).
+loading (a few seconds for roberta-base).
 """
 
 from __future__ import annotations
@@ -200,6 +200,6 @@ def refuse_if_quantized(model: nn.Module, action: str) -> None:
         raise ValueError(
             f"{action} cannot write an int8-quantized model: keras_hub, transformers and sentence-transformers "
             "files have no int8 layout that loads back quantized. Save the float model and call "
-            "quantize('int8') after loading it (well under a second), or save `model.state_dict()` with "
+            "quantize('int8') after loading it (a few seconds), or save `model.state_dict()` with "
             "torch.save and load it into a model quantized the same way."
         )
