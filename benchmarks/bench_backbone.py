@@ -13,6 +13,16 @@ reported against the machine's measured matrix-product peak in the same dtype.
     python benchmarks/bench_backbone.py --train ...   # forward + backward + AdamW step
     python benchmarks/bench_backbone.py --compile --shapes 8x128,16x256 --fills 1.0,0.5,0.25 ...
 
+--onnx and --int8 (CPU, float32, inference) add interleaved rows for what CPU users pick:
+ONNX Runtime float32 and dynamic int8 on the transformers model exported to ONNX
+(onnx_peers.py), and roberta_torch after `quantize("int8")`; each row also records how close
+their outputs are to roberta_torch float32 (max |difference|, mean-pooled cosine).
+
+    python benchmarks/bench_backbone.py --size base6 --dtypes float32 --shapes 8x128,16x256 \
+        --fills 1.0,0.5 --onnx --int8 --repeats 7 --out benchmarks/results
+
+Every CPU result records the CPU model and its kernel flags (cpu_info.py).
+
 --compile times four models interleaved: both eager and both under `torch.compile` (default
 mode, dynamic=None, one compiled object per model reused across the scenarios, as a training
 loop would), plus roberta_torch compiled on the same batch packed (`pack_padded_batch`). It
@@ -25,10 +35,12 @@ Writes <out>/backbone_<device>[_train].json and .png and prints a table.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import pathlib
 import platform
 import statistics
+import sys
 import tempfile
 import time
 
@@ -36,9 +48,13 @@ import torch
 
 import roberta_torch
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import cpu_info  # noqa: E402
+
 SIZES = {
     # name: (vocab, layers, heads, hidden, intermediate, max length)
     "base": (50265, 12, 12, 768, 3072, 512),
+    "base6": (50265, 6, 12, 768, 3072, 512),  # issue 21's CPU figures: 6-layer roberta-base size
     "tiny": (1000, 2, 2, 64, 128, 512),  # smoke test of the script itself
 }
 SHAPES = [(1, 128), (8, 128), (8, 512), (32, 256)]
@@ -214,6 +230,8 @@ def run_compiled(args) -> dict:
         "mode": ("train step (fwd+bwd+AdamW)" if args.train else "inference") + ", compiled",
         "rows": [],
     }
+    if device == "cpu":
+        results["cpu"] = cpu_info.cpu_record()
     vocab = SIZES[args.size][0]
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")] if args.shapes else [(8, 128), (16, 256)]
     fills = [float(f) for f in args.fills.split(",")] if args.fills else [1.0, 0.5, 0.25]
@@ -262,6 +280,33 @@ def run_compiled(args) -> dict:
     return results
 
 
+def cpu_peers(args, peer, ours, dtype_name: str, directory: pathlib.Path) -> dict:
+    """The extra float32 CPU rows: ONNX Runtime fp32 / int8 (--onnx) and roberta_torch int8
+    (--int8, a quantized copy of `ours`). name -> f(ids, mask) -> last hidden state."""
+    extras = {}
+    if args.device != "cpu" or dtype_name != "float32":
+        return extras
+    if args.onnx:
+        from onnx_peers import onnx_peers
+
+        extras.update(onnx_peers(peer, directory))
+    if args.int8:
+        quantized = copy.deepcopy(ours).quantize("int8")
+        extras["roberta_torch_int8"] = lambda ids, mask: quantized({"token_ids": ids, "padding_mask": mask})
+    return extras
+
+
+def agreement(actual: torch.Tensor, expected: torch.Tensor, mask: torch.Tensor) -> dict:
+    """How close a peer's last hidden state is to roberta_torch float32 on the valid tokens:
+    max |difference| and the smallest cosine of the mean-pooled rows."""
+    valid = mask.bool()
+    weights = valid[..., None].float()
+    pooled = [(t.float() * weights).sum(1) / weights.sum(1) for t in (actual, expected)]
+    cosine = torch.nn.functional.cosine_similarity(*pooled).min()
+    return {"max_abs_diff": float((actual.float() - expected.float())[valid].abs().max()),
+            "min_mean_pooled_cosine": float(cosine)}
+
+
 def run(args) -> dict:
     device = args.device
     results = {
@@ -273,6 +318,8 @@ def run(args) -> dict:
         "rows": [],
         "matmul_peak_tflops": {},
     }
+    if device == "cpu":
+        results["cpu"] = cpu_info.cpu_record()
     vocab, layers, _, hidden, intermediate, _ = SIZES[args.size]
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
     fills = [float(f) for f in args.fills.split(",")] if args.fills else FILLS
@@ -281,38 +328,54 @@ def run(args) -> dict:
         peak = matmul_peak(dtype, device)
         results["matmul_peak_tflops"][dtype_name] = peak / 1e12
         peer, ours = build_models(args.size, dtype, device, args.train)
-        for batch, seq in shapes:
-            for fill in fills:
-                ids, mask, lengths = make_batch(batch, seq, fill, vocab, device)
-                run_peer, run_ours = step_functions(peer, ours, ids, mask, args.train)
-                grad_mode = torch.enable_grad() if args.train else torch.inference_mode()
-                with grad_mode:
-                    t_peer, t_ours = time_interleaved((run_peer, run_ours), args.repeats, device)
-                tokens = int(lengths.sum())
-                flops = model_flops(lengths, layers, hidden, intermediate) * (3.0 if args.train else 1.0)
-                row = {
-                    "dtype": dtype_name,
-                    "batch": batch,
-                    "seq": seq,
-                    "fill": round(tokens / (batch * seq), 3),
-                    "transformers_s": t_peer,
-                    "roberta_torch_s": t_ours,
-                    "transformers_tokens_per_s": tokens / t_peer,
-                    "roberta_torch_tokens_per_s": tokens / t_ours,
-                    "speedup": t_peer / t_ours,
-                    "roberta_torch_tflops": flops / t_ours / 1e12,
-                    "fraction_of_matmul_peak": flops / t_ours / peak,
-                }
-                results["rows"].append(row)
-                print(
-                    f"{dtype_name:9s} {batch:3d}x{seq:<4d} fill {row['fill']:.2f}  "
-                    f"transformers {row['transformers_tokens_per_s']:9.0f} tok/s  "
-                    f"roberta_torch {row['roberta_torch_tokens_per_s']:9.0f} tok/s  "
-                    f"x{row['speedup']:.2f}  {row['roberta_torch_tflops']:.3f} TFLOP/s "
-                    f"({100 * row['fraction_of_matmul_peak']:.0f}% of peak)",
-                    flush=True,
-                )
-        del peer, ours
+        with tempfile.TemporaryDirectory() as directory:
+            extras = {} if args.train else cpu_peers(args, peer, ours, dtype_name, pathlib.Path(directory))
+            for batch, seq in shapes:
+                for fill in fills:
+                    ids, mask, lengths = make_batch(batch, seq, fill, vocab, device)
+                    run_peer, run_ours = step_functions(peer, ours, ids, mask, args.train)
+                    extra_runs = [lambda fn=fn: fn(ids, mask) for fn in extras.values()]
+                    grad_mode = torch.enable_grad() if args.train else torch.inference_mode()
+                    with grad_mode:
+                        t_peer, t_ours, *t_extras = time_interleaved((run_peer, run_ours, *extra_runs), args.repeats, device)
+                        reference = run_ours() if extras else None
+                        agreements = {name: agreement(fn(), reference, mask) for name, fn in zip(extras, extra_runs)}
+                    tokens = int(lengths.sum())
+                    flops = model_flops(lengths, layers, hidden, intermediate) * (3.0 if args.train else 1.0)
+                    row = {
+                        "dtype": dtype_name,
+                        "batch": batch,
+                        "seq": seq,
+                        "fill": round(tokens / (batch * seq), 3),
+                        "transformers_s": t_peer,
+                        "roberta_torch_s": t_ours,
+                        "transformers_tokens_per_s": tokens / t_peer,
+                        "roberta_torch_tokens_per_s": tokens / t_ours,
+                        "speedup": t_peer / t_ours,
+                        "roberta_torch_tflops": flops / t_ours / 1e12,
+                        "fraction_of_matmul_peak": flops / t_ours / peak,
+                    }
+                    for name, t in zip(extras, t_extras):
+                        row[f"{name}_s"] = t
+                        row[f"{name}_vs_transformers"] = t_peer / t
+                        row[f"{name}_agreement"] = agreements[name]
+                    if "onnxruntime_fp32_s" in row:
+                        row["roberta_torch_vs_onnxruntime_fp32"] = row["onnxruntime_fp32_s"] / t_ours
+                    if "roberta_torch_int8_s" in row:
+                        row["int8_vs_float32"] = t_ours / row["roberta_torch_int8_s"]
+                        if "onnxruntime_int8_s" in row:
+                            row["int8_vs_onnxruntime_int8"] = row["onnxruntime_int8_s"] / row["roberta_torch_int8_s"]
+                    results["rows"].append(row)
+                    print(
+                        f"{dtype_name:9s} {batch:3d}x{seq:<4d} fill {row['fill']:.2f}  "
+                        f"transformers {row['transformers_tokens_per_s']:9.0f} tok/s  "
+                        f"roberta_torch {row['roberta_torch_tokens_per_s']:9.0f} tok/s  "
+                        f"x{row['speedup']:.2f}  {row['roberta_torch_tflops']:.3f} TFLOP/s "
+                        f"({100 * row['fraction_of_matmul_peak']:.0f}% of peak)"
+                        + "".join(f"  {name} x{row[name + '_vs_transformers']:.2f}" for name in extras),
+                        flush=True,
+                    )
+        del peer, ours, extras
     return results
 
 
@@ -348,15 +411,27 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--train", action="store_true", help="time a training step instead")
     parser.add_argument("--compile", action="store_true", help="compiled rows (see above)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="CPU, float32: add ONNX Runtime fp32 and dynamic-int8 rows (see onnx_peers.py)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch (and ONNX Runtime) threads; default: torch's choice. On a shared machine one "
+                             "thread per process keeps ratios stable: a parallel region waits for its slowest thread")
+    parser.add_argument("--int8", action="store_true", help="CPU, float32: add roberta_torch quantize('int8') rows")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = run_compiled(args) if args.compile else run(args)
     stem = f"backbone_{args.device}{'_train' if args.train else ''}{'_compiled' if args.compile else ''}"
+    stem += "_peers" if (args.onnx or args.int8) else ""
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
     if not args.compile:
-        plot(results, out / f"{stem}.png")
+        try:
+            plot(results, out / f"{stem}.png")
+        except ImportError:  # matplotlib is optional
+            print("matplotlib is not installed: no plot")
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.png')}")
 
 

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from . import attention, execution_plan
+from . import attention, execution_plan, quantization
 from .checkpointing import ActivationCheckpointing
 from .config import BACKBONE_CLASSES, BackboneConfig
 from .dtype_policy import FollowsParameterDtype
@@ -146,8 +146,18 @@ class Backbone(nn.Module):
         (loadable by `transformers.AutoModel.from_pretrained`; weights sharded above
         `max_shard_size`, an int in bytes or e.g. "5GB", default "50GB" as transformers) or
         `"safetensors"` (roberta_torch's native export). A non-empty `directory` is replaced
-        only with `overwrite=True`; an interrupted save leaves nothing half-written."""
+        only with `overwrite=True`; an interrupted save leaves nothing half-written.
+        An int8-quantized model refuses (see `quantize`)."""
+        quantization.refuse_if_quantized(self, f"{type(self).__name__}.save_to_preset")
         saving.save_preset(self, directory, format=format, overwrite=overwrite, max_shard_size=max_shard_size)
+
+    def quantize(self, mode: str, *, kernel: str = "auto") -> "Backbone":
+        """keras' `quantize(mode)`: `mode="int8"` turns every dense layer into int8 (per-channel
+        int8 weights, activations quantized per call) for CPU inference, in place; embeddings
+        and LayerNorms stay float. Puts the model in eval mode and freezes it; returns it.
+        `kernel`: "auto" (fastest on this CPU) or a name from `roberta_torch.int8_kernels.KERNELS`.
+        See roberta_torch.quantization for accuracy, saving and what raises."""
+        return quantization.quantize_(self, mode, kernel=kernel)
 
     @classmethod
     def from_config(cls, config: dict) -> "Backbone":

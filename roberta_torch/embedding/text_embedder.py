@@ -23,6 +23,7 @@ from torch import nn
 from .. import text_inputs
 from ..backbone import PADDING_FREE_MIN_PADDING_FRACTION, Backbone
 from ..presets import registry
+from .. import quantization
 from ..presets.preset import open_preset
 from ..presets.embedding_config import EmbeddingConfig
 from ..presets.sentence_transformers_format import save_embedder
@@ -116,8 +117,16 @@ class TextEmbedder(nn.Module):
         modules.json, Pooling, Normalize, max_seq_length, prompts; bge-m3's heads when present,
         as safetensors and as FlagEmbedding's .pt) that `SentenceTransformer(directory)` loads
         and encodes exactly as this embedder. Staged and renamed into place; `overwrite=True`
-        replaces a non-empty directory."""
+        replaces a non-empty directory.
+        An int8-quantized embedder refuses (see `quantize`)."""
+        quantization.refuse_if_quantized(self, "TextEmbedder.save_to_preset")
         return save_embedder(self, directory, format=format, overwrite=overwrite)
+
+    def quantize(self, mode: str, *, kernel: str = "auto") -> "TextEmbedder":
+        """keras' `quantize(mode)`: `mode="int8"` turns the encoder's dense layers (and bge-m3's
+        heads) into int8 for CPU inference, in place; `encode` then runs int8. Returns the
+        embedder. See `RobertaBackbone.quantize`."""
+        return quantization.quantize_(self, mode, kernel=kernel)
 
     # -- properties ---------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..backbone import Backbone, RobertaBackbone
+from .. import quantization
 from ..checkpointing import DelegatedCheckpointing
 from ..inputs import _as_tensor, is_packed_input, merge_call_arguments, prepare_inputs, prepare_packed_inputs
 from . import loading, saving
@@ -182,8 +183,16 @@ class Task(DelegatedCheckpointing, nn.Module):
         default where keras_hub has this task) or `"transformers"` (config.json +
         model.safetensors of the matching `RobertaFor*`; `max_shard_size=` as transformers).
         Staged and renamed into place like the backbone's; `overwrite=True` replaces a
-        non-empty directory."""
+        non-empty directory. An int8-quantized task refuses (see `quantize`)."""
+        quantization.refuse_if_quantized(self, f"{type(self).__name__}.save_to_preset")
         saving.save_task(self, directory, format=format, overwrite=overwrite, **options)
+
+    def quantize(self, mode: str, *, kernel: str = "auto") -> "Task":
+        """keras' `quantize(mode)`: `mode="int8"` turns every dense layer of the backbone and
+        the head into int8 for CPU inference, in place (the masked-LM output projection, tied
+        to the token embedding, stays float). Eval mode, frozen; returns the task. See
+        `RobertaBackbone.quantize`."""
+        return quantization.quantize_(self, mode, kernel=kernel)
 
     # -- helpers ----------------------------------------------------------------------------
 
