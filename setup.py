@@ -16,7 +16,7 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     # tests/, examples/ and benchmarks/ stay out of the installed package. The asset
     # folders (the shipped preset) are namespace packages so their data files are installed.
     packages=find_namespace_packages(include=["roberta_torch", "roberta_torch.*"]),
