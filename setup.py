@@ -58,6 +58,12 @@ setup(
             "prometheus_client>=0.20",
             "httpx>=0.25",
             "openai>=1.40",
+            # The fine-tuning tools the training tests and examples drive (issue 20): HF
+            # Trainer needs accelerate; Lightning, datasets and PEFT are what users combine.
+            "accelerate>=1.1",
+            "lightning>=2.2",
+            "datasets>=2.18",
+            "peft>=0.13",
         ],
         "bench": [
             "transformers>=4.40", "matplotlib>=3.6", "sentence-transformers>=5",

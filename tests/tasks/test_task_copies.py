@@ -99,7 +99,18 @@ def test_state_dict_and_meta_device_round_trips():
         torch.testing.assert_close(_outputs(model, inputs)[0], expected[0], rtol=0, atol=0)
 
 
-def test_accelerate_trains_a_task_model_with_labels():
+@pytest.fixture
+def fresh_accelerator_state():
+    """accelerate keeps one process-wide AcceleratorState: an HF Trainer test earlier in the
+    process fixes it to full precision, and Accelerator(mixed_precision="bf16") then refuses."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_accelerate_trains_a_task_model_with_labels(fresh_accelerator_state):
     from accelerate import Accelerator
 
     torch.manual_seed(0)
