@@ -436,6 +436,20 @@ def _replace(staging: pathlib.Path, directory: pathlib.Path) -> None:
     remove_tree(staging)  # now the old preset
 
 
+def check_staged_destination(directory, *, overwrite: bool = False, argument: str = "directory") -> pathlib.Path:
+    """The checks `staged_directory` makes before writing anything, for callers that want
+    them before expensive work (e.g. loading the model to convert): `directory` as a path.
+    Removes what dead saves of `directory` left (see remove_leftovers)."""
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"`overwrite` must be a bool; got {type(overwrite).__name__} ({overwrite!r}).")
+    directory = output_directory_path(directory, argument)
+    _refuse_current_directory(directory, argument)
+    remove_leftovers(directory)  # first: it may put back a preset a dead save moved aside
+    if directory.is_dir() and any(directory.iterdir()) and not overwrite:
+        raise _not_empty(directory, argument)
+    return directory
+
+
 @contextlib.contextmanager
 def staged_directory(directory, *, overwrite: bool = False, argument: str = "directory"):
     """Yield an empty temporary directory next to `directory`; on success it becomes
@@ -449,13 +463,7 @@ def staged_directory(directory, *, overwrite: bool = False, argument: str = "dir
     its ancestors are refused. What dead saves of `directory` left next to it is removed
     first. Directories and files get the modes a plain mkdir()/open() gives (umask).
     """
-    if not isinstance(overwrite, bool):
-        raise TypeError(f"`overwrite` must be a bool; got {type(overwrite).__name__} ({overwrite!r}).")
-    directory = output_directory_path(directory, argument)
-    _refuse_current_directory(directory, argument)
-    remove_leftovers(directory)  # first: it may put back a preset a dead save moved aside
-    if directory.is_dir() and any(directory.iterdir()) and not overwrite:
-        raise _not_empty(directory, argument)
+    directory = check_staged_destination(directory, overwrite=overwrite, argument=argument)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = _staging_path(directory, "partial")
     try:
