@@ -288,7 +288,8 @@ def read_pickle(path: pathlib.Path):
 # appeared meanwhile is never replaced (RENAME_NOREPLACE) and an overwrite swaps old and new in
 # one step (RENAME_EXCHANGE): a crash at any point leaves the old or the new preset at NAME,
 # never nothing. Elsewhere the old directory is moved aside to `.NAME.<host>-<pid>-<random>.old`
-# first, and the next save of NAME puts it back if the process died before the new one was in.
+# first, and the next save or load of NAME puts it back if the process died before the new one
+# was in.
 # The host and pid in the names let the next save remove what a dead save left (never the
 # files of a live one).
 
@@ -317,9 +318,10 @@ def remove_tree(path: pathlib.Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     if not os.path.lexists(path):
         return
-    for root, subdirectories, _ in os.walk(path):
+    if os.path.isdir(path) and not os.path.islink(path):
         with contextlib.suppress(OSError):
-            os.chmod(root, stat.S_IMODE(os.lstat(root).st_mode) | stat.S_IRWXU)
+            os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | stat.S_IRWXU)
+    for root, subdirectories, _ in os.walk(path):  # top-down: each directory made writable before its turn
         for name in subdirectories:
             child = os.path.join(root, name)
             if not os.path.islink(child):
@@ -333,26 +335,50 @@ def remove_tree(path: pathlib.Path) -> None:
         logger.warning("Could not remove %s; delete it by hand.", path)
 
 
-def remove_leftovers(directory: pathlib.Path) -> None:
-    """Remove the staging directories dead saves of `directory` left next to it, and put back
-    an old preset such a save moved aside (fallback path only) if nothing replaced it."""
+def _dead_leftovers(directory: pathlib.Path):
+    """(path, kind) of each staging ("partial") or moved-aside ("old") directory of
+    `directory` that a save on this host whose process is dead left next to it."""
     pattern = _leftover_pattern(directory)
     try:
         entries = list(os.scandir(directory.parent))
-    except FileNotFoundError:
-        return
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = []
     for entry in entries:
         match = pattern.fullmatch(entry.name)
         if match is None or not entry.is_dir(follow_symlinks=False):
             continue
         host, pid, kind = match.groups()
-        if host != _HOST_TAG or _process_alive(int(pid)):
-            continue
-        path = pathlib.Path(entry.path)
-        if kind == "old" and not os.path.lexists(directory):
+        if host == _HOST_TAG and not _process_alive(int(pid)):
+            found.append((pathlib.Path(entry.path), kind))
+    return found
+
+
+def restore_moved_aside(directory: pathlib.Path) -> bool:
+    """Put back the preset a dead save moved aside (the portable swap's window) when nothing
+    is at `directory`; whether it did. Loading a missing preset directory calls this too."""
+    if os.path.lexists(directory):
+        return False
+    for path, kind in _dead_leftovers(directory):
+        if kind == "old":
             logger.warning("Restoring %s from %s, moved aside by a save that did not finish.", directory, path)
-            os.rename(path, directory)
-            continue
+            try:
+                renames.rename_noreplace(path, directory)
+            except renames.Unsupported:
+                os.rename(path, directory)
+            except FileExistsError:  # another process restored or saved it meanwhile
+                pass
+            except FileNotFoundError:  # another process restored it first
+                pass
+            return os.path.lexists(directory)
+    return False
+
+
+def remove_leftovers(directory: pathlib.Path) -> None:
+    """Remove the staging directories dead saves of `directory` left next to it, after
+    putting back an old preset such a save moved aside if nothing replaced it."""
+    restore_moved_aside(directory)
+    for path, _ in _dead_leftovers(directory):
         logger.info("Removing %s, left by a save that did not finish.", path)
         remove_tree(path)
 

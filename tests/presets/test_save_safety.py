@@ -146,17 +146,23 @@ def test_a_crash_during_an_overwrite_leaves_a_whole_preset(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # what the dead save left is gone
 
 
-def test_the_next_save_restores_what_a_crash_in_the_portable_swap_moved_aside(tmp_path):
-    out = tmp_path / "out"
-    small_model(1).save_to_preset(out, format="safetensors")
-    process = start_python(SAVE_SCRIPT, out, 2, "die-between-renames", "")
+def crash_between_the_portable_renames(out, seed):
+    process = start_python(SAVE_SCRIPT, out, seed, "die-between-renames", "")
     _, err = process.communicate(timeout=300)
     assert process.returncode == 3, err[-2000:]
     assert not out.exists()  # the fallback's window: the old preset is aside, the new not in yet
+
+
+def test_the_next_save_or_load_restores_what_a_crash_in_the_portable_swap_moved_aside(tmp_path):
+    out = tmp_path / "out"
+    small_model(1).save_to_preset(out, format="safetensors")
+    crash_between_the_portable_renames(out, 2)
     with pytest.raises(ValueError, match="not empty"):  # the old preset is back: not replaced silently
         small_model(3).save_to_preset(out, format="safetensors")
     assert same_weights(weights(out), small_model(1).state_dict())
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the dead save's staging is gone too
+    crash_between_the_portable_renames(out, 2)
+    assert same_weights(weights(out), small_model(1).state_dict())  # a load puts it back too
 
 
 def test_the_next_save_removes_what_a_killed_save_left_but_not_a_live_one(tmp_path):
