@@ -291,8 +291,9 @@ def write_every_kind(root: pathlib.Path):
     outputs["convert"] = root / "converted"
     (root / "texts.txt").write_text("one\ntwo\n")
     (root / "embed").mkdir()
-    assert main(["embed", "--preset", str(root / "embedder"), str(root / "texts.txt"), "--out",
-                 str(root / "embed" / "out.npy"), "--no-progress"]) == 0
+    for suffix in (".npy", ".jsonl"):
+        assert main(["embed", "--preset", str(root / "embedder"), str(root / "texts.txt"), "--out",
+                     str(root / "embed" / f"out{suffix}"), "--no-progress"]) == 0
     outputs["embed"] = root / "embed"
     return outputs
 
