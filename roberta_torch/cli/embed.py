@@ -434,7 +434,7 @@ def _start_run(store: ChunkStore, out: pathlib.Path, overwrite: bool):
     """Rank 0: clear what a killed run left, open the chunk store; the finished chunk numbers,
     or the message of a refusal (sent to every rank)."""
     try:
-        remove_stale_temporaries(out.parent, glob.escape(out.name))
+        remove_stale_temporaries(out.parent, glob.escape(files.short_name(out.name)))
         if overwrite:
             store.remove()
         return store.open()

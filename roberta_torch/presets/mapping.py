@@ -8,15 +8,19 @@ and applies `Transform.to_source`, so the inverse is never written twice.
 `assemble_state_dict` is strict: every model tensor filled, every source tensor used or on
 the format's named ignore list, every shape checked before any data is read. It collects
 every problem and raises one error that lists each offending key with both shapes and the
-file it is in.
+file it is in. Weights that hold NaN or infinite values load, with one warning per load
+naming them and their files (fill_tensors).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Mapping
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 Shape = tuple[int, ...]
 
@@ -212,6 +216,50 @@ def fill_tensors(
                 del value
             if summed:
                 target.copy_(work)
+    warn_non_finite(by_key, source, targets)
+
+
+def _finite(tensor: torch.Tensor) -> bool:
+    """Whether every value is finite. A sum is non-finite whenever any value is (NaN and inf
+    propagate) and is several times faster than isfinite(...).all(), which then only runs
+    to tell an overflowing sum of finite values from a non-finite value."""
+    total = tensor.sum(dtype=torch.float64 if tensor.dtype == torch.float64 else torch.float32)
+    return bool(torch.isfinite(total)) or bool(torch.isfinite(tensor).all())
+
+
+def _non_finite_rows(key_rows: list[Row], source: Mapping[str, SourceTensor], tensor: torch.Tensor) -> list[Row]:
+    """The rows whose source holds the non-finite values of a target several rows fill (the
+    fused QKV: its block; a folded row: its source, read again on this rare path)."""
+    if len(key_rows) == 1:
+        return key_rows
+    found = []
+    for row in key_rows:
+        if row.add:
+            value = source[row.source_key].load()
+        else:
+            value = tensor.chunk(row.parts, dim=0)[row.part] if row.parts > 1 else tensor
+        if value.is_floating_point() and not _finite(value):
+            found.append(row)
+    return found or key_rows
+
+
+def warn_non_finite(by_key: Mapping[str, list[Row]], source: Mapping[str, SourceTensor], targets) -> None:
+    """One warning naming every loaded tensor that holds NaN or infinite values (with the
+    source tensors and files it came from): a checkpoint like that loads, but its outputs
+    are NaN or inf, so say so at load time."""
+    bad = []
+    with torch.no_grad():
+        for model_key, key_rows in by_key.items():
+            tensor = targets[model_key]
+            if tensor.is_floating_point() and not _finite(tensor):
+                rows = _non_finite_rows(key_rows, source, tensor)
+                origins = ", ".join(f"{row.source_key} in {source[row.source_key].file}" for row in rows)
+                bad.append(f"{model_key} (from {origins})")
+    if bad:
+        logger.warning(
+            "%d loaded tensor(s) hold NaN or infinite values; the model's outputs will not be finite:%s",
+            len(bad), describe_problems(bad),
+        )
 
 
 def check_rows_or_raise(

@@ -18,7 +18,7 @@ import os
 import pathlib
 import re
 
-from . import registry
+from . import files, registry
 from .sources import HuggingFaceSource, KaggleSource, LocalSource
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def _looks_like_path(preset: str) -> bool:
 
 def _local(path: str) -> LocalSource:
     directory = pathlib.Path(path).expanduser()
-    if not directory.exists():
+    if not directory.exists() and not files.restore_moved_aside(directory):
         raise FileNotFoundError(f"Preset directory {_echo(str(directory))} does not exist.\n{accepted_forms()}")
     if not directory.is_dir():
         raise ValueError(

@@ -32,16 +32,23 @@ logger = logging.getLogger(__name__)
 SAVE_FORMATS = ("keras", "transformers")
 
 
-def save_task(task, directory, format: str | None = None, *, overwrite: bool = False, **options) -> pathlib.Path:
+def check_task_format(task_cls, format: str | None) -> str:
+    """The format to save a `task_cls` task in (None: keras where keras_hub has the task),
+    refusing one that cannot hold it; needs the class only, so it runs before any loading."""
     if format is None:
-        format = "keras" if task.keras_class_name else "transformers"
+        format = "keras" if task_cls.keras_class_name else "transformers"
     if format not in SAVE_FORMATS:
         raise ValueError(f"`format`={format!r} is not supported; use one of {', '.join(SAVE_FORMATS)}.")
-    if format == "keras" and not task.keras_class_name:
+    if format == "keras" and not task_cls.keras_class_name:
         raise ValueError(
-            f"keras_hub has no {type(task).__name__}; save it with format='transformers' "
+            f"keras_hub has no {task_cls.__name__}; save it with format='transformers' "
             "(a transformers checkpoint that this package and transformers both load)."
         )
+    return format
+
+
+def save_task(task, directory, format: str | None = None, *, overwrite: bool = False, **options) -> pathlib.Path:
+    format = check_task_format(type(task), format)
     if options and format != "transformers":
         raise TypeError(f"{sorted(options)} apply to format='transformers' only.")
     unknown = set(options) - {"max_shard_size"}
@@ -55,12 +62,18 @@ def save_task(task, directory, format: str | None = None, *, overwrite: bool = F
     if format == "transformers":
         transformers_config_fields(task)  # refuse a head transformers cannot represent, before writing
     with files.staged_directory(directory, overwrite=overwrite) as staging:
-        if format == "keras":
-            _save_keras(task, staging)
-        else:
-            transformers_format.save(task.backbone, staging, task=transformers_task_export(task), **options)
+        write_task(task, staging, format, **options)
     logger.info("Saved %s to %s (%s format).", type(task).__name__, directory, format)
     return pathlib.Path(directory)
+
+
+def write_task(task, directory: pathlib.Path, format: str, **options) -> None:
+    """Write `task`'s files into an existing (staging) directory; format="keras" includes the
+    source preset's tokenizer and a preprocessor.json when the task has them."""
+    if format == "keras":
+        _save_keras(task, directory)
+    else:
+        transformers_format.save(task.backbone, directory, task=transformers_task_export(task), **options)
 
 
 # -- keras ------------------------------------------------------------------------------------
