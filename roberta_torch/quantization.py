@@ -190,6 +190,28 @@ def quantize_(model: nn.Module, mode: str = "int8", *, kernel: str = "auto") -> 
     return model
 
 
+def check_preset_quantize(quantize, device=None):
+    """Validate `from_preset(..., quantize=)` before anything is read: None (float, the default)
+    or a mode of `quantize_`; int8 runs on CPU only, so a `device=` elsewhere is refused too."""
+    if quantize is None:
+        return None
+    try:
+        check_mode(quantize)
+    except ValueError as error:
+        raise ValueError(f"`quantize` must be None or one of {MODES}; got {quantize!r}.") from error
+    if device is not None and torch.device(device).type != "cpu":
+        raise ValueError(
+            f"`quantize={quantize!r}` runs on CPU only, but `device={device!r}`: load on CPU "
+            "(leave `device` out) or use dtype='bfloat16' on GPU instead."
+        )
+    return quantize
+
+
+def quantize_loaded(model: nn.Module, quantize) -> nn.Module:
+    """`model` quantized in place by `model.quantize(quantize)`, or as it is for None."""
+    return model if quantize is None else model.quantize(quantize)
+
+
 def is_quantized(model: nn.Module) -> bool:
     return any(isinstance(module, Int8Linear) for module in model.modules())
 
