@@ -103,9 +103,11 @@ def is_enabled() -> bool:
 @contextlib.contextmanager
 def use_timer(timer: Callable):
     """Within the block, `timer(point, key, name, run) -> seconds` replaces the measurement
-    (tests: deterministic timings). Choices made inside the block are dropped at its end."""
+    (tests: deterministic timings). The block starts with no kept choices and its own are
+    dropped at its end."""
     _timer.append(timer)
     saved = dict(_choices)
+    _choices.clear()  # choices measured before must not hide the injected timings
     try:
         yield
     finally:
