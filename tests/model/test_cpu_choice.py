@@ -3,12 +3,14 @@
 The chooser is made deterministic with injected timings; candidates are compared against the
 plain path on fresh random weights (biases and LayerNorm parameters included)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 import roberta_torch
-from roberta_torch import int8_kernels, quantization
+from roberta_torch import cpu_choice, dense, dispatch, int8_kernels, quantization
 from helpers.random_weights import randomize_
 
 TINY = dict(vocabulary_size=80, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=24, max_sequence_length=20)
@@ -30,6 +32,197 @@ def backbone_preset(tmp_path_factory):
     return directory
 
 
+needs_onednn = pytest.mark.skipif(not dense.ONEDNN_AVAILABLE, reason="torch built without oneDNN")
+PATHS = dense.EPILOGUE_PATHS[1:]
+OPS = {"linear": {}, "linear+gelu": {"activation": "gelu"}, "linear+add": {"residual": True}}
+
+
+def operands(dtype, rows=(2, 13), in_features=48, out_features=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*rows, in_features, generator=g)
+    weight = torch.randn(out_features, in_features, generator=g) * 0.2
+    bias = torch.randn(out_features, generator=g)
+    residual = torch.randn(*rows, out_features, generator=g)
+    return [t.to(dtype) for t in (x, weight, bias, residual)]
+
+
+def raise_if_timed(point, key, name, run):
+    raise AssertionError(f"{point} {key}: measured, but must not be")
+
+
+def fake_timer(seconds: dict):
+    """A timer giving each candidate fixed seconds (ignoring the key), counting its calls."""
+    calls = []
+
+    def timer(point, key, name, run):
+        calls.append((point, key, name))
+        return seconds[name]
+
+    timer.calls = calls
+    return timer
+
+
+# ---------------------------------------------------------------------------- the dense epilogue
+
+
+@needs_onednn
+@pytest.mark.parametrize("dtype", dense.FUSED_DTYPES, ids=str)
+@pytest.mark.parametrize("op", OPS)
+def test_every_epilogue_path_computes_the_same_function(dtype, op):
+    """Each forced path against float64 (rows 26: not a multiple of ROW_MULTIPLE, so the
+    padded paths pad), and the timing candidates against the plain one on their own inputs."""
+    x, weight, bias, residual = operands(dtype)
+    args = dict(OPS[op], residual=residual if op == "linear+add" else None)
+    reference = torch.nn.functional.linear(x.double(), weight.double(), bias.double())
+    reference = torch.nn.functional.gelu(reference) if op == "linear+gelu" else reference
+    reference = reference + residual.double() if op == "linear+add" else reference
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    with torch.no_grad(), dispatch.record("dense_epilogue") as decisions:
+        for path in PATHS:
+            with dispatch.override(dense_epilogue=path):
+                y = dense.linear(x, weight, bias, **args)
+            assert y.dtype == dtype and y.shape == reference.shape
+            assert (y.double() - reference).abs().max() / reference.abs().max() < tolerance, path
+    assert [d.choice for d in decisions] == list(PATHS)
+    # The candidates cpu_choice times (fresh random inputs, new row counts each call).
+    key = (str(dtype).removeprefix("torch."), op, 40, 48, 256, torch.get_num_threads())
+    names = PATHS if dtype in dense.HALF_DTYPES else ("plain", "fused")
+    with torch.no_grad():
+        runs = {name: [run() for _ in range(dense.TIMING_CALLS)] for name, run in dense._candidates(key, names, dtype).items()}
+    assert [y.shape[0] for y in runs["plain"]] == [128, 127, 126, 125]  # a new row count per call
+    for name in names:
+        for y, expected in zip(runs[name], runs["plain"]):
+            assert (y.double() - expected.double()).abs().max() / expected.double().abs().max() < tolerance, name
+
+
+@needs_onednn
+def test_auto_takes_what_measures_faster_by_the_margin():
+    x, weight, bias, residual = operands(torch.float32)
+    cases = [
+        ({"plain": 1.0, "fused": 0.5}, "fused", "measured: fused 2.00x"),
+        ({"plain": 1.0, "fused": 0.9}, "plain", "measured: plain (fused 1.11x)"),  # inside the 15 % margin
+        ({"plain": 1.0, "fused": 1.3}, "plain", "measured: plain (fused 0.77x)"),
+    ]
+    for seconds, choice, why in cases:
+        timer = fake_timer(seconds)
+        with cpu_choice.use_timer(timer), torch.no_grad(), dispatch.record("dense_epilogue") as decisions:
+            for _ in range(3):
+                dense.linear(x, weight, bias, activation="gelu")
+        assert [(d.choice, d.why) for d in decisions] == [(choice, why)] * 3
+        key = ("float32", "linear+gelu", 40, 48, 32, torch.get_num_threads())  # 26 rows: bucket (16, 32]
+        assert timer.calls == [("dense_epilogue", key, "plain"), ("dense_epilogue", key, "fused")]  # once
+    # Another row-count bucket, epilogue or thread count is another measurement.
+    timer = fake_timer({"plain": 1.0, "fused": 0.5})
+    with cpu_choice.use_timer(timer), torch.no_grad():
+        dense.linear(x, weight, bias, activation="gelu")
+        dense.linear(x[:1, :5], weight, bias, activation="gelu")
+        dense.linear(x, weight, bias, residual=residual)
+    assert [key[1:5] for _, key, name in timer.calls if name == "plain"] == [
+        ("linear+gelu", 40, 48, 32), ("linear+gelu", 40, 48, 8), ("linear+add", 40, 48, 32),
+    ]
+
+
+@pytest.mark.skipif(torch.bfloat16 not in dense.FUSED_DTYPES, reason="no oneDNN bfloat16 here")
+def test_half_precision_measures_the_padded_paths_too():
+    x, weight, bias, _ = operands(torch.bfloat16)
+    timer = fake_timer({"plain": 1.0, "fused": 0.8, "fused_padded": 0.5, "plain_padded": 0.9})
+    with cpu_choice.use_timer(timer), torch.no_grad(), dispatch.record("dense_epilogue") as decisions:
+        y = dense.linear(x, weight, bias)
+    assert {name for _, _, name in timer.calls} == set(PATHS)
+    assert [(d.choice, d.why) for d in decisions] == [("fused_padded", "measured: fused_padded 2.00x")]
+    with torch.no_grad(), dispatch.override(dense_epilogue="plain"):
+        torch.testing.assert_close(y, dense.linear(x, weight, bias), rtol=2e-2, atol=2e-2)
+
+
+@needs_onednn
+def test_forcing_a_path_or_switching_measuring_off_measures_nothing():
+    x, weight, bias, _ = operands(torch.float32)
+    with cpu_choice.use_timer(raise_if_timed), torch.no_grad():
+        for path in ("fused", "plain"):
+            with dispatch.override(dense_epilogue=path), dispatch.record("dense_epilogue") as decisions:
+                dense.linear(x, weight, bias)
+            assert [(d.choice, d.why) for d in decisions] == [(path, "dispatch.override")]
+        previous = dense.set_onednn_enabled(False)  # the legacy switch: "plain"
+        try:
+            assert not dense.uses_fused_cpu_path(x, weight)
+        finally:
+            dense.set_onednn_enabled(previous)
+        previous = cpu_choice.set_enabled(False)
+        try:
+            with dispatch.record("dense_epilogue") as decisions:
+                dense.linear(x, weight, bias)
+        finally:
+            cpu_choice.set_enabled(previous)
+    assert [(d.choice, d.why) for d in decisions] == [("plain", "measuring off (cpu_choice.set_enabled)")]
+    with pytest.raises(TypeError, match="enabled"):
+        cpu_choice.set_enabled("off")
+
+
+@needs_onednn
+def test_nothing_is_measured_while_tracing():
+    x, weight, bias, _ = operands(torch.float32)
+
+    def gelu_dense(inp):
+        return dense.linear(inp, weight, bias, activation="gelu")
+
+    with cpu_choice.use_timer(raise_if_timed), torch.no_grad():
+        compiled = torch.compile(gelu_dense, backend="eager", fullgraph=True)
+        with dispatch.record("dense_epilogue") as decisions:
+            y = compiled(x)
+        traced = torch.jit.trace(gelu_dense, x, check_trace=False)
+        z = traced(x)
+    assert {d.choice for d in decisions} == {"plain"}  # Inductor fuses on its own
+    with torch.no_grad(), dispatch.override(dense_epilogue="plain"):
+        reference = gelu_dense(x)
+    torch.testing.assert_close(y, reference)
+    torch.testing.assert_close(z, reference)
+
+
+# ---------------------------------------------------------------------------- the mechanism
+
+
+def test_choose_validates_and_keeps_choices_per_key():
+    runs = []
+    candidates = {"a": lambda: runs.append("a"), "b": lambda: runs.append("b")}
+    with pytest.raises(ValueError, match="default"):
+        cpu_choice.choose("point", ("k",), ("a", "b"), lambda: candidates, default="c")
+    with pytest.raises(ValueError, match="not the names"):
+        with cpu_choice.use_timer(fake_timer({"a": 1, "b": 1})):
+            cpu_choice.choose("point", ("k",), ("a", "b", "c"), lambda: candidates, default="a")
+    # The real timer: warm-up + REPEATS interleaved calls of each candidate, once per key.
+    first = cpu_choice.choose("test_point", ("real",), ("a", "b"), lambda: candidates, default="a")
+    again = cpu_choice.choose("test_point", ("real",), ("a", "b"), lambda: candidates, default="a")
+    assert first is again and runs == ["a", "b"] + ["a", "b"] * cpu_choice.REPEATS
+    assert set(first.timings) == {"a", "b"} and first.reason.startswith("measured: ")
+    assert any(point == "test_point" for point, _, _ in cpu_choice.measurements())
+    assert cpu_choice.pick({"a": 1.0, "b": 0.8, "c": 0.7}, "a") == "c"
+    assert cpu_choice.pick({"a": 1.0, "b": 0.9}, "a") == "a"
+
+
+def test_persistent_cache_is_keyed_by_machine_and_versions(tmp_path, monkeypatch):
+    path = tmp_path / "choices.json"
+    assert cpu_choice.cache_path() is None  # off by default
+    monkeypatch.setenv(cpu_choice.CACHE_ENV_VAR, str(path))
+    names, make = ("a", "b"), lambda: {"a": lambda: None, "b": lambda: None}
+    with cpu_choice.use_timer(fake_timer({"a": 1.0, "b": 0.5})):
+        assert cpu_choice.choose("test_point", ("cached", 1), names, make, default="a").choice == "b"
+    data = json.loads(path.read_text())
+    machine = cpu_choice.machine_key()
+    assert torch.__version__ in machine and roberta_torch.__version__ in machine
+    assert data["machines"][machine]["test_point ('cached', 1)"]["choice"] == "b"
+    with cpu_choice.use_timer(raise_if_timed):  # a new process (nothing kept): read from the file
+        cached = cpu_choice.choose("test_point", ("cached", 1), names, make, default="a")
+    assert cached.choice == "b" and "cached in" in cached.reason
+    monkeypatch.setattr(cpu_choice, "machine_key", lambda: "another CPU [avx2] torch 0 roberta_torch 0")
+    timer = fake_timer({"a": 1.0, "b": 2.0})
+    with cpu_choice.use_timer(timer):  # another machine or version: measured again
+        assert cpu_choice.choose("test_point", ("cached", 1), names, make, default="a").choice == "a"
+    assert len(timer.calls) == 2 and len(json.loads(path.read_text())["machines"]) == 2
+    monkeypatch.setenv(cpu_choice.CACHE_ENV_VAR, "1")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cpu_choice.cache_path() == tmp_path / "xdg" / "roberta_torch" / "cpu_choice.json"
+
+
 # ---------------------------------------------------------------------------- from_preset(quantize=)
 
 
@@ -49,7 +242,6 @@ def test_backbone_from_preset_quantize_int8(backbone_preset):
 @needs_int8
 def test_task_from_preset_quantize_int8(backbone_preset):
     float_task = roberta_torch.RobertaTextClassifier.from_preset(backbone_preset, num_classes=3)
-    torch.manual_seed(0)  # the same fresh head twice
     task = roberta_torch.RobertaTextClassifier.from_preset(backbone_preset, num_classes=3, quantize="int8")
     linears = [m for m in task.modules() if isinstance(m, torch.nn.Linear)]
     assert quantization.is_quantized(task) and not linears, f"left float: {linears}"  # the head too
