@@ -199,11 +199,11 @@ def measurements() -> list:
     return list(_measurements)
 
 
-def forget() -> None:
-    """Drop the choices kept for the process (tests; or after changing thread counts, which
-    are part of the keys anyway)."""
-    _choices.clear()
-    _measurements.clear()
+def forget(point: str | None = None) -> None:
+    """Drop the choices kept for the process, at `point` or at every point (tests)."""
+    for kept in [k for k in _choices if point is None or k[0] == point]:
+        del _choices[kept]
+    _measurements[:] = [m for m in _measurements if point is not None and m[0] != point]
 
 
 # ---------------------------------------------------------------------------- persistent cache

@@ -223,6 +223,37 @@ def test_persistent_cache_is_keyed_by_machine_and_versions(tmp_path, monkeypatch
     assert cpu_choice.cache_path() == tmp_path / "xdg" / "roberta_torch" / "cpu_choice.json"
 
 
+# ---------------------------------------------------------------------------- int8 kernels
+
+
+@needs_int8
+def test_int8_kernel_choice_goes_through_the_same_mechanism_and_recorder():
+    runnable = [name for name in int8_kernels.KERNELS if int8_kernels.probe(name) is not None]
+    fastest = runnable[-1]
+    seconds = {name: (0.1 if name == fastest else 1.0) for name in runnable}
+    int8_kernels.forget_choices()
+    timer = fake_timer(seconds)
+    try:
+        with cpu_choice.use_timer(timer):
+            layer = quantization.Int8Linear.from_float(torch.nn.Linear(24, 40))
+            x = torch.randn(3, 24)
+            with torch.no_grad(), dispatch.record() as decisions, int8_kernels.record_kernels() as calls:
+                layer(x)
+            # dispatch's override reaches int8 layers; the layer's own request beats it.
+            other = runnable[0]
+            with torch.no_grad(), dispatch.override(int8_kernel=other), dispatch.record("int8_kernel") as forced:
+                layer(x)
+                quantization.Int8Linear.from_float(torch.nn.Linear(24, 40), kernel=fastest)(x)
+    finally:
+        int8_kernels.forget_choices()
+    assert {key for _, key, _ in timer.calls} == {(24, 40, int8_kernels.TIMING_TOKENS, "1 thread")}
+    expected_why = f"measured: {fastest} 10.00x" if len(runnable) > 1 else f"measured: {fastest} (the only candidate)"
+    int8_decisions = [d for d in decisions if d.point == "int8_kernel"]
+    assert [(d.choice, d.case, d.why) for d in int8_decisions] == [(fastest, (24, 40), expected_why)]
+    assert calls == [(fastest, 24, 40)]
+    assert [(d.choice, d.why) for d in forced] == [(other, "dispatch.override"), (fastest, "the layer's `kernel`")]
+
+
 # ---------------------------------------------------------------------------- from_preset(quantize=)
 
 

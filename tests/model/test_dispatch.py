@@ -10,7 +10,7 @@ from torch._dynamo.utils import counters
 
 from helpers.random_weights import randomize_
 from helpers.subprocesses import run_python
-from roberta_torch import RobertaBackbone, attention, cpu_choice, dense, dispatch
+from roberta_torch import RobertaBackbone, attention, cpu_choice, dense, dispatch, int8_kernels  # noqa: F401 (declares int8_kernel)
 
 TINY = dict(vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=24, max_sequence_length=16)
 
@@ -42,6 +42,8 @@ def test_points_declared_by_the_modules_that_decide():
     assert points["packed_sdpa"].choices == ("auto", "per_sequence", "repadded")
     assert points["dense_epilogue"].choices == ("auto", "fused", "plain", "fused_padded", "plain_padded")
     assert points["dense_epilogue"].env_var == "ROBERTA_TORCH_ONEDNN"
+    assert points["int8_kernel"].choices == ("auto", "onednn", "fbgemm", "qlinear", "qnnpack")
+    assert points["int8_kernel"].env_var == "ROBERTA_TORCH_INT8_KERNEL"
 
 
 def test_override_order_call_model_scope_default():
