@@ -10,8 +10,8 @@ wrong on the next, so the decision points that have such candidates time them he
                                lambda: {"plain": run_plain, "fused": run_fused}, default="plain")
 
 `choose` runs every candidate once (warm-up), then `repeats` rounds in which each candidate
-runs once, interleaved (so a busy machine slows them alike), and keeps the median per
-candidate. A candidate replaces the default only if it is at least MARGIN faster (timing
+runs for one sample (the same number of calls for all, enough for MIN_SAMPLE_SECONDS),
+interleaved (so a busy machine slows them alike), and keeps the median per call. A candidate replaces the default only if it is at least MARGIN faster (timing
 noise must not flip a tie); among those, the fastest wins. The result is kept for the
 process under (point, key): the key says what the timing stands for (dtype, op, shapes, a
 row-count bucket, threads), and the candidates' callables must run representative inputs
@@ -63,6 +63,11 @@ CACHE_ENV_VAR = "ROBERTA_TORCH_CPU_CHOICE_CACHE"
 # A candidate replaces the default only when at least this much faster.
 MARGIN = 0.15
 REPEATS = 3
+# A timed sample calls a candidate often enough to last about this long (at most
+# MAX_CALLS_PER_SAMPLE calls): a single sub-millisecond call on a busy machine times the
+# scheduler, not the kernel.
+MIN_SAMPLE_SECONDS = 0.004
+MAX_CALLS_PER_SAMPLE = 32
 CACHE_VERSION = 1
 
 
@@ -77,7 +82,7 @@ class Choice:
 
 
 _choices: dict = {}  # (point, key) -> Choice, for the process
-_measurements: list = []  # (point, key, Choice) of every measurement of this process
+_measurements: list = []  # (point, key, Choice, seconds spent measuring) of this process
 _timer: list = []  # an injected timer (tests), innermost last
 _lock = threading.Lock()
 _enabled = (
@@ -151,9 +156,10 @@ def _measure(point, key, candidates, default, margin, repeats) -> Choice:
         timings = _time_interleaved(candidates, repeats)
     choice = pick(timings, default, margin)
     measured = Choice(choice, reason(timings, choice, default), timings)
-    _measurements.append((point, key, measured))
+    spent = time.perf_counter() - started
+    _measurements.append((point, key, measured, spent))
     logger.debug(
-        "%s %s: %s in %.0f ms (%s)", point, key, measured.reason, 1e3 * (time.perf_counter() - started),
+        "%s %s: %s in %.0f ms (%s)", point, key, measured.reason, 1e3 * spent,
         ", ".join(f"{name} {1e3 * t:.3f} ms" for name, t in timings.items()),
     )
     return measured
@@ -161,14 +167,19 @@ def _measure(point, key, candidates, default, margin, repeats) -> Choice:
 
 def _time_interleaved(candidates: dict, repeats: int) -> dict:
     with torch.inference_mode():
+        fastest_warm_up = float("inf")
         for run in candidates.values():
+            start = time.perf_counter()
             run()  # warm-up: weights into cache, lazy initialization
+            fastest_warm_up = min(fastest_warm_up, time.perf_counter() - start)
+        calls = min(MAX_CALLS_PER_SAMPLE, max(1, int(MIN_SAMPLE_SECONDS / max(fastest_warm_up, 1e-7)) + 1))
         samples = {name: [] for name in candidates}
         for _ in range(repeats):
             for name, run in candidates.items():
                 start = time.perf_counter()
-                run()
-                samples[name].append(time.perf_counter() - start)
+                for _ in range(calls):
+                    run()
+                samples[name].append((time.perf_counter() - start) / calls)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -195,7 +206,7 @@ def reason(timings: dict, choice: str, default: str) -> str:
 
 
 def measurements() -> list:
-    """Every measurement of this process: (point, key, Choice)."""
+    """Every measurement of this process: (point, key, Choice, seconds spent measuring)."""
     return list(_measurements)
 
 

@@ -23,6 +23,7 @@ with the measurement ("measured: fused 1.23x"). Under tracing: the plain path, a
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,6 @@ ROW_MULTIPLE = 128
 # The row counts a measurement stands for: buckets (lo, hi] between powers of two, timed at
 # rows near min(hi, MAX_TIMING_ROWS) (above that the per-call costs are amortized alike).
 MAX_TIMING_ROWS = 128
-TIMING_CALLS = 4  # warm-up + cpu_choice.REPEATS: each call has a new row count
 
 DENSE_EPILOGUE = dispatch.declare(
     "dense_epilogue", EPILOGUE_PATHS, env_var=ONEDNN_ENV_VAR, switch=("auto", "plain")
@@ -155,7 +155,7 @@ def _candidates(key: tuple, names: tuple, dtype: torch.dtype) -> dict:
     batching), and oneDNN builds a primitive per new row count, a cost the timing must see."""
     _, op, out_features, in_features, bucket, _ = key
     top = min(bucket, MAX_TIMING_ROWS)
-    sequence = [max(top // 2 + 1, top - i) for i in range(TIMING_CALLS)]
+    sequence = list(range(top, top // 2, -1))  # fresh row counts, then again (cpu_choice's samples)
     g = torch.Generator().manual_seed(0)
     weight = (torch.randn(out_features, in_features, generator=g) * in_features**-0.5).to(dtype)
     bias = torch.randn(out_features, generator=g).to(dtype)
@@ -169,7 +169,7 @@ def _candidates(key: tuple, names: tuple, dtype: torch.dtype) -> dict:
     }
 
     def runner(path):
-        calls = iter(sequence * 4)  # more than cpu_choice calls it
+        calls = itertools.cycle(sequence)
 
         def run():
             x, residual = operands[next(calls)]
