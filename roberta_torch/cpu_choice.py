@@ -32,6 +32,8 @@ Every candidate must compute the same function (tests check each point's candida
   ~/.cache/roberta_torch/cpu_choice.json (or $XDG_CACHE_HOME), any other non-empty value
   is the file to use. Entries are keyed by CPU model, kernel flags, torch and roberta_torch
   version, so a file copied to another machine or kept across an upgrade is not trusted.
+- Bounded: once measuring at a point has taken BUDGET_SECONDS in the process, new keys
+  there take the default (reason "measuring budget spent").
 - Never while tracing (torch.compile / export / jit.trace): `choose` returns the default
   there without running anything (timing inside a trace would record the candidates).
 - Tests make the timings deterministic with `with cpu_choice.use_timer(timer):`, where
@@ -68,6 +70,9 @@ REPEATS = 3
 # scheduler, not the kernel.
 MIN_SAMPLE_SECONDS = 0.004
 MAX_CALLS_PER_SAMPLE = 32
+# Measuring stops at a point once it has cost this much in the process (a server seeing many
+# row-count buckets must not keep paying): later keys take the default.
+BUDGET_SECONDS = 2.0
 CACHE_VERSION = 1
 
 
@@ -83,6 +88,7 @@ class Choice:
 
 _choices: dict = {}  # (point, key) -> Choice, for the process
 _measurements: list = []  # (point, key, Choice, seconds spent measuring) of this process
+_spent: dict = {}  # point -> seconds spent measuring there
 _timer: list = []  # an injected timer (tests), innermost last
 _lock = threading.Lock()
 _enabled = (
@@ -138,6 +144,8 @@ def choose(point: str, key: tuple, names: tuple, make_candidates: Callable[[], d
     with _lock:
         known = _choices.get((point, key)) or _from_file(point, key)
         if known is None or known.choice not in names:
+            if _spent.get(point, 0.0) >= BUDGET_SECONDS:
+                return Choice(default, f"measuring budget spent ({BUDGET_SECONDS:g} s at {point})", {})
             candidates = make_candidates()
             if set(candidates) != set(names):
                 raise ValueError(f"{point}: candidates {sorted(candidates)} are not the names {names}.")
@@ -157,6 +165,7 @@ def _measure(point, key, candidates, default, margin, repeats) -> Choice:
     choice = pick(timings, default, margin)
     measured = Choice(choice, reason(timings, choice, default), timings)
     spent = time.perf_counter() - started
+    _spent[point] = _spent.get(point, 0.0) + (0.0 if timer is not None else spent)
     _measurements.append((point, key, measured, spent))
     logger.debug(
         "%s %s: %s in %.0f ms (%s)", point, key, measured.reason, 1e3 * spent,
@@ -214,6 +223,8 @@ def forget(point: str | None = None) -> None:
     """Drop the choices kept for the process, at `point` or at every point (tests)."""
     for kept in [k for k in _choices if point is None or k[0] == point]:
         del _choices[kept]
+    for spent_at in [p for p in _spent if point is None or p == point]:
+        del _spent[spent_at]
     _measurements[:] = [m for m in _measurements if point is not None and m[0] != point]
 
 

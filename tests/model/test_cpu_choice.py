@@ -194,9 +194,17 @@ def test_choose_validates_and_keeps_choices_per_key():
     again = cpu_choice.choose("test_point", ("real",), ("a", "b"), lambda: candidates, default="a")
     calls = (len(runs) - 2) // (2 * cpu_choice.REPEATS)  # per sample, the same for both
     assert 1 <= calls <= cpu_choice.MAX_CALLS_PER_SAMPLE
+    before = len(runs)
     assert first is again and runs == ["a", "b"] + (["a"] * calls + ["b"] * calls) * cpu_choice.REPEATS
     assert set(first.timings) == {"a", "b"} and first.reason.startswith("measured: ")
     assert any(point == "test_point" and spent > 0 for point, _, _, spent in cpu_choice.measurements())
+    # Past the budget at a point, new keys take the default without measuring.
+    cpu_choice._spent["test_point"] = cpu_choice.BUDGET_SECONDS
+    try:
+        late = cpu_choice.choose("test_point", ("late",), ("a", "b"), lambda: candidates, default="b")
+    finally:
+        cpu_choice.forget("test_point")
+    assert late.choice == "b" and late.reason.startswith("measuring budget spent") and len(runs) == before
     assert cpu_choice.pick({"a": 1.0, "b": 0.8, "c": 0.7}, "a") == "c"
     assert cpu_choice.pick({"a": 1.0, "b": 0.9}, "a") == "a"
 
