@@ -91,10 +91,20 @@ _measurements: list = []  # (point, key, Choice, seconds spent measuring) of thi
 _spent: dict = {}  # point -> seconds spent measuring there
 _timer: list = []  # an injected timer (tests), innermost last
 _lock = threading.Lock()
-_enabled = (
-    (os.environ.get(ENABLE_ENV_VAR, "").strip().lower() not in dispatch.SWITCH_OFF),
-    f"${ENABLE_ENV_VAR}" if os.environ.get(ENABLE_ENV_VAR, "").strip() else "the built-in default",
-)
+
+
+def _enabled_from_environment() -> tuple:
+    raw = os.environ.get(ENABLE_ENV_VAR, "").strip().lower()
+    if not raw:
+        return True, "the built-in default"
+    if raw not in dispatch.SWITCH_ON + dispatch.SWITCH_OFF:
+        # A bad value must not break `import roberta_torch`: say so (once: read once) and go on.
+        logger.warning("Ignoring $%s=%r: not one of %s; measuring.", ENABLE_ENV_VAR, raw, dispatch.SWITCH_ON + dispatch.SWITCH_OFF)
+        return True, "the built-in default"
+    return raw in dispatch.SWITCH_ON, f"${ENABLE_ENV_VAR}"
+
+
+_enabled = _enabled_from_environment()
 
 
 def set_enabled(enabled: bool) -> bool:

@@ -158,6 +158,13 @@ def test_forcing_a_path_or_switching_measuring_off_measures_nothing():
         cpu_choice.set_enabled("off")
 
 
+def test_measuring_switch_in_the_environment(monkeypatch):
+    for raw, expected in [("off", (False, "$ROBERTA_TORCH_CPU_CHOICE")), ("1", (True, "$ROBERTA_TORCH_CPU_CHOICE")),
+                          ("maybe", (True, "the built-in default")), ("", (True, "the built-in default"))]:
+        monkeypatch.setenv(cpu_choice.ENABLE_ENV_VAR, raw)
+        assert cpu_choice._enabled_from_environment() == expected
+
+
 @needs_onednn
 def test_nothing_is_measured_while_tracing():
     x, weight, bias, _ = operands(torch.float32)
