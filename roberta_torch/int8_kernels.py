@@ -272,6 +272,16 @@ def _reference(x, q, scale, bias, setting: KernelSetting) -> torch.Tensor:
     return (dx @ (q.double() * scale.double()[:, None]).t() + bias.double()).float()
 
 
+@contextlib.contextmanager
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 _probed: dict = {}  # kernel name -> KernelSetting or None, for the process
 PROBE_SHAPE = (256, 64)  # (in, out): saturation is a property of the kernel and the CPU, not the shape
 
@@ -282,12 +292,8 @@ def probe(name: str) -> KernelSetting | None:
     process. One thread: the answer does not depend on it, and a busy machine's other jobs
     stall a parallel region far more than a serial one."""
     if name not in _probed:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with _one_thread():
             _probed[name] = _probe(name)
-        finally:
-            torch.set_num_threads(threads)
     return _probed[name]
 
 
@@ -338,16 +344,6 @@ def set_default_kernel(kernel: str) -> str:
     The same as `dispatch.set_default("int8_kernel", ...)`; overrides $ROBERTA_TORCH_INT8_KERNEL
     (read once, at import). Layers already quantized with `kernel='auto'` switch at their next call."""
     return dispatch.set_default(INT8_KERNEL, check_kernel(kernel), source="int8_kernels.set_default_kernel")
-
-
-@contextlib.contextmanager
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _timing_candidates(settings: list, in_features: int, out_features: int) -> dict:
