@@ -290,10 +290,18 @@ def cpu_peers(args, peer, ours, dtype_name: str, directory: pathlib.Path) -> dic
         from onnx_peers import onnx_peers
 
         extras.update(onnx_peers(peer, directory))
+    if args.epilogues:
+        for path in ("fused", "plain"):
+            extras[f"roberta_torch_{path}"] = lambda ids, mask, path=path: forced_epilogue(ours, path, ids, mask)
     if args.int8:
         quantized = copy.deepcopy(ours).quantize("int8")
         extras["roberta_torch_int8"] = lambda ids, mask: quantized({"token_ids": ids, "padding_mask": mask})
     return extras
+
+
+def forced_epilogue(model, path: str, ids, mask):
+    with roberta_torch.dispatch.override(dense_epilogue=path):
+        return model({"token_ids": ids, "padding_mask": mask})
 
 
 def agreement(actual: torch.Tensor, expected: torch.Tensor, mask: torch.Tensor) -> dict:
@@ -320,6 +328,7 @@ def run(args) -> dict:
     }
     if device == "cpu":
         results["cpu"] = cpu_info.cpu_record()
+        results["cpu_choices"] = []  # what "auto" measured (cpu_choice.py), filled at the end
     vocab, layers, _, hidden, intermediate, _ = SIZES[args.size]
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
     fills = [float(f) for f in args.fills.split(",")] if args.fills else FILLS
@@ -376,6 +385,16 @@ def run(args) -> dict:
                         flush=True,
                     )
         del peer, ours, extras
+    if device == "cpu":
+        from roberta_torch import cpu_choice
+
+        results["cpu_choices"] = [
+            {"point": point, "key": list(key), "choice": c.choice, "reason": c.reason,
+             "timings_s": c.timings, "measuring_s": spent}
+            for point, key, c, spent in cpu_choice.measurements()
+        ]
+        for entry in results["cpu_choices"]:
+            print(f"  {entry['point']} {entry['key']}: {entry['reason']} ({1e3 * entry['measuring_s']:.0f} ms)")
     return results
 
 
@@ -417,6 +436,9 @@ def main(argv=None) -> None:
                         help="torch (and ONNX Runtime) threads; default: torch's choice. On a shared machine one "
                              "thread per process keeps ratios stable: a parallel region waits for its slowest thread")
     parser.add_argument("--int8", action="store_true", help="CPU, float32: add roberta_torch quantize('int8') rows")
+    parser.add_argument("--epilogues", action="store_true",
+                        help="CPU: add roberta_torch rows with the dense epilogue forced fused and plain (the "
+                             "roberta_torch row itself is 'auto': measured per machine, cpu_choice.py)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     if args.threads:

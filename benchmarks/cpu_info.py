@@ -13,11 +13,7 @@ import platform
 
 import torch
 
-# The /proc/cpuinfo flags that change which GEMM / int8 / bfloat16 kernels run.
-KERNEL_FLAGS = (
-    "avx2", "fma", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
-    "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
-)
+from roberta_torch.cpu_features import KERNEL_FLAGS, cpu_flags, cpu_model  # noqa: F401 (re-exported)
 
 # Environment variables that cap the instruction set each library uses. With these set to
 # AVX2 on an AVX-512/AMX machine, every kernel library in torch's CPU wheel (oneDNN, MKL,
@@ -33,30 +29,6 @@ ISA_CAPS = {
     },
     "native": {},
 }
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> list[str]:
-    """The KERNEL_FLAGS this CPU reports (empty where /proc/cpuinfo is unreadable)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    present = set(line.split(":", 1)[1].split())
-                    return [flag for flag in KERNEL_FLAGS if flag in present]
-    except OSError:
-        pass
-    return []
 
 
 def cpu_kind(flags: list[str] | None = None, isa_cap: str | None = None) -> str:

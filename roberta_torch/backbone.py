@@ -118,7 +118,9 @@ class Backbone(nn.Module):
         return registry.presets_for_classes(names)
 
     @classmethod
-    def from_preset(cls, preset, load_weights: bool = True, *, allow_pickle: bool = False, **kwargs) -> "Backbone":
+    def from_preset(
+        cls, preset, load_weights: bool = True, *, allow_pickle: bool = False, quantize: str | None = None, **kwargs
+    ) -> "Backbone":
         """Build the backbone a preset describes: a builtin name, `kaggle://...`,
         `hf://...`, a local directory (Keras preset, transformers checkpoint, our safetensors
         export, or a sentence-transformers directory), or an already opened `Preset`.
@@ -128,16 +130,21 @@ class Backbone(nn.Module):
         `allow_pickle=True` opts in to transformers' pickled `pytorch_model.bin` (read with
         `torch.load(weights_only=True)`). The model comes back in eval mode, like
         transformers' `from_pretrained`; call `.train()` to fine-tune.
+        `quantize="int8"` calls `quantize("int8")` on the loaded model (CPU inference; checked
+        before anything is read).
         """
         if not isinstance(load_weights, bool):
             raise TypeError(f"`load_weights` must be a bool; got {type(load_weights).__name__} ({load_weights!r}).")
+        quantization.check_preset_quantize(quantize, kwargs.get("device"))
         builtin = registry.builtin_architecture(preset)
         if not load_weights and builtin is not None:  # a builtin's architecture is known: no download
             class_name, config = builtin
-            return cls.class_for_preset(class_name, preset)(**{**config, **kwargs}).eval()
-        loader = open_preset(preset, allow_pickle=allow_pickle).loader
-        backbone_cls = cls.class_for_preset(loader.backbone_class_name(), loader.preset)
-        return loader.load_backbone(backbone_cls, load_weights, **kwargs)
+            backbone = cls.class_for_preset(class_name, preset)(**{**config, **kwargs}).eval()
+        else:
+            loader = open_preset(preset, allow_pickle=allow_pickle).loader
+            backbone_cls = cls.class_for_preset(loader.backbone_class_name(), loader.preset)
+            backbone = loader.load_backbone(backbone_cls, load_weights, **kwargs)
+        return quantization.quantize_loaded(backbone, quantize)
 
     def save_to_preset(
         self, directory, format: str = "keras", *, overwrite: bool = False, max_shard_size=None

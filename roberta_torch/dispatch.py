@@ -3,7 +3,8 @@
 A *decision point* is a place where the package picks one of several ways to compute the same
 function: the attention backend, the CPU dense epilogue, how SDPA runs packed batches. Each
 point has a name, a fixed tuple of choices whose first is "auto" (the code at the point
-decides from the call: device, dtype, shapes, tracing), and optionally an environment
+decides from the call: device, dtype, shapes, tracing; on CPU some points also time their
+candidates once on this machine, see cpu_choice.py), and optionally an environment
 variable. What is requested at a point comes from the first of these that names a choice:
 
 1. the call            e.g. `attention.self_attention(..., backend="sdpa")`

@@ -15,12 +15,16 @@ thread and fbgemm's led at two. So the choice is made on this machine:
 | `qlinear` | `torch.ops.onednn.qlinear_pointwise` on plain uint8/int8 tensors, activation quantized here (the op Inductor's x86 int8 path lowers to) |
 | `qnnpack` | `torch.ops.quantized.linear_dynamic`, QNNPACK engine (ARM CPUs only)          |
 
-`auto` (the default) takes, per layer shape (in_features, out_features) and once per process,
-the fastest of the kernels that run here and pass a correctness probe (timed on one thread;
-a kernel later in KERNELS must beat an earlier one by CHOICE_MARGIN); `ROBERTA_TORCH_INT8_KERNEL`
-(read once, at import), `set_default_kernel` or `quantize(..., kernel=...)` force one. The
-choice costs a few milliseconds per shape (tens for a whole model) and is logged at DEBUG
-level; `record_kernels()` shows which kernel ran each call.
+The choice is the decision point "int8_kernel" (roberta_torch/dispatch.py). `auto` (the
+default) takes, per layer shape (in_features, out_features) and once per process, the fastest
+of the kernels that run here and pass a correctness probe, timed by roberta_torch/cpu_choice.py
+on one thread (the first correct kernel of KERNELS is the default; another must beat it by
+CHOICE_MARGIN). `quantize(..., kernel=...)` (the layer's request), `dispatch.override(
+int8_kernel=...)`, `set_default_kernel` (= `dispatch.set_default("int8_kernel", ...)`) or
+`ROBERTA_TORCH_INT8_KERNEL` (read once, at import) force one. The choice costs a few
+milliseconds per shape (tens for a whole model) and is logged at DEBUG level;
+`dispatch.record("int8_kernel")` shows which kernel ran each call and why ("measured: qlinear
+2.10x"), as does the older `record_kernels()`.
 
 Saturation: without VNNI (AVX2 and plain AVX-512), the u8 x s8 instruction these kernels use
 (vpmaddubsw) adds pairs of products in 16 bits and saturates (255 * 127 * 2 > 32767). The
@@ -39,13 +43,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import platform
-import time
 import warnings
 
 import torch
 import torch.nn.functional as F
+
+from . import cpu_choice, dispatch
 
 logger = logging.getLogger(__name__)
 
@@ -268,6 +272,16 @@ def _reference(x, q, scale, bias, setting: KernelSetting) -> torch.Tensor:
     return (dx @ (q.double() * scale.double()[:, None]).t() + bias.double()).float()
 
 
+@contextlib.contextmanager
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 _probed: dict = {}  # kernel name -> KernelSetting or None, for the process
 PROBE_SHAPE = (256, 64)  # (in, out): saturation is a property of the kernel and the CPU, not the shape
 
@@ -278,12 +292,8 @@ def probe(name: str) -> KernelSetting | None:
     process. One thread: the answer does not depend on it, and a busy machine's other jobs
     stall a parallel region far more than a serial one."""
     if name not in _probed:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with _one_thread():
             _probed[name] = _probe(name)
-        finally:
-            torch.set_num_threads(threads)
     return _probed[name]
 
 
@@ -312,17 +322,10 @@ def _probe(name: str) -> KernelSetting | None:
 # ---------------------------------------------------------------------------- choice
 
 
-def _kernel_from_environment() -> str:
-    value = os.environ.get(KERNEL_ENV_VAR, "auto") or "auto"
-    if value not in CHOICES:
-        # A bad value must not break `import roberta_torch`: say so once and use "auto".
-        logger.warning("Ignoring $%s=%r: not one of %s; using 'auto'.", KERNEL_ENV_VAR, value, CHOICES)
-        return "auto"
-    return value
-
-
-_default_kernel = _kernel_from_environment()
-_settings: dict = {}  # (kernel request, in, out) -> KernelSetting, for the process
+INT8_KERNEL = dispatch.declare(
+    "int8_kernel", CHOICES, env_var=KERNEL_ENV_VAR, call_name="int8_kernels.resolve", model_name="the layer's `kernel`"
+).name
+_settings: dict = {}  # (kernel request, in, out) -> (KernelSetting, why), for the process
 _choice_log: list = []  # (in, out, {kernel: seconds}, chosen) of every timed choice
 
 
@@ -333,33 +336,19 @@ def check_kernel(kernel, argument: str = "kernel") -> str:
 
 
 def default_kernel() -> str:
-    return _default_kernel
+    return dispatch.get_default(INT8_KERNEL)
 
 
 def set_default_kernel(kernel: str) -> str:
     """Set the process-wide int8 kernel ('auto' or one of KERNELS); returns the previous one.
-    Overrides $ROBERTA_TORCH_INT8_KERNEL (read once, at import). Layers already quantized with
-    `kernel='auto'` switch at their next call."""
-    global _default_kernel
-    previous, _default_kernel = _default_kernel, check_kernel(kernel)
-    return previous
+    The same as `dispatch.set_default("int8_kernel", ...)`; overrides $ROBERTA_TORCH_INT8_KERNEL
+    (read once, at import). Layers already quantized with `kernel='auto'` switch at their next call."""
+    return dispatch.set_default(INT8_KERNEL, check_kernel(kernel), source="int8_kernels.set_default_kernel")
 
 
-def _time_kernels(settings: list, in_features: int, out_features: int) -> dict:
-    """{kernel: fastest of TIMING_REPEATS calls at TIMING_TOKENS tokens}, the candidates
-    interleaved round by round so a busy machine slows them alike, on one thread: on a busy
-    machine a parallel region waits for its descheduled threads (a 1 ms call then measures
-    tens of ms and the ranking is noise), while the ranking of these kernels follows the
-    instruction set, not the thread count. A kernel that raises on this shape is left out."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _time_kernels_serial(settings, in_features, out_features)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _time_kernels_serial(settings: list, in_features: int, out_features: int) -> dict:
+def _timing_candidates(settings: list, in_features: int, out_features: int) -> dict:
+    """kernel -> a callable running it once at TIMING_TOKENS tokens; a kernel that raises on
+    this shape is left out."""
     g = torch.Generator().manual_seed(1)
     weight = torch.randn(out_features, in_features, generator=g) * 0.02
     q, scale = quantize_weight(weight)
@@ -370,28 +359,28 @@ def _time_kernels_serial(settings: list, in_features: int, out_features: int) ->
             kernel = _KERNELS[setting.kernel]
             try:
                 packed = pack(setting, q, scale, torch.zeros(out_features))
-                kernel.run(packed, x)  # warm-up: primitive creation, caches
+                kernel.run(packed, x)
             except (RuntimeError, TypeError, ValueError) as error:
                 logger.debug("int8 kernel %s fails on %dx%d: %s", setting.kernel, in_features, out_features, error)
                 continue
-            runs[setting.kernel] = (kernel, packed)
-        best = dict.fromkeys(runs, float("inf"))
-        for _ in range(TIMING_REPEATS):
-            for name, (kernel, packed) in runs.items():
-                start = time.perf_counter()
-                kernel.run(packed, x)
-                best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            runs[setting.kernel] = lambda kernel=kernel, packed=packed: kernel.run(packed, x)
+    return runs
 
 
 def resolve(kernel: str, in_features: int, out_features: int) -> KernelSetting:
     """The kernel (and its activation range) for a layer of this shape: the forced one, or
     for 'auto' the fastest correct one here, chosen once per shape per process."""
-    requested = _default_kernel if kernel == "auto" else kernel
+    return resolve_with_reason(kernel, in_features, out_features)[0]
+
+
+def resolve_with_reason(kernel: str, in_features: int, out_features: int) -> tuple:
+    """(KernelSetting, why) for a layer requesting `kernel` ("auto" or a name): the layer's
+    request, else dispatch's override / default / environment, else measured."""
+    requested, source = dispatch.requested(INT8_KERNEL, model=None if kernel == "auto" else kernel)
     key = (requested, in_features, out_features)
-    setting = _settings.get(key)
-    if setting is not None:
-        return setting
+    known = _settings.get(key)
+    if known is not None:
+        return known
     if requested != "auto":
         setting = probe(requested)
         if setting is None:
@@ -400,27 +389,32 @@ def resolve(kernel: str, in_features: int, out_features: int) -> KernelSetting:
                 f"int8 kernel {requested!r} does not run correctly on this machine (torch {torch.__version__}); "
                 f"kernels that do: {runnable or 'none'}. Use kernel='auto'."
             )
-    else:
-        candidates = [s for s in (probe(name) for name in KERNELS) if s is not None]
-        timings = _time_kernels(candidates, in_features, out_features) if candidates else {}
-        candidates = [s for s in candidates if s.kernel in timings]
-        if not candidates:
+        _settings[key] = (setting, source)
+        return _settings[key]
+    settings = {s.kernel: s for s in (probe(name) for name in KERNELS) if s is not None}
+    # Timed on one thread: on a busy machine a parallel region waits for its descheduled
+    # threads (a 1 ms call then measures tens of ms and the ranking is noise), while the
+    # ranking of these kernels follows the instruction set, not the thread count.
+    with _one_thread():
+        runs = _timing_candidates(list(settings.values()), in_features, out_features) if settings else {}
+        if not runs:
             raise RuntimeError(
                 f"No int8 kernel runs on this machine (torch {torch.__version__}, quantized engines "
                 f"{torch.backends.quantized.supported_engines}); int8 needs torch's fbgemm or oneDNN."
             )
-        setting = candidates[0]  # the preferred kernel, unless another is clearly faster
-        for candidate in candidates[1:]:
-            if timings[candidate.kernel] < (1 - CHOICE_MARGIN) * timings[setting.kernel]:
-                setting = candidate
-        _choice_log.append((in_features, out_features, timings, setting))
-        logger.debug(
-            "int8 kernel for %dx%d: %s (7-bit activations: %s, weight bits: %d); timed %s", in_features,
-            out_features, setting.kernel, setting.reduce_range, setting.weight_bits,
-            ", ".join(f"{name} {1e3 * t:.2f} ms" for name, t in timings.items()),
+        names = tuple(runs)  # in KERNELS order: the first is the preferred default
+        measured = cpu_choice.choose(
+            INT8_KERNEL, (in_features, out_features, TIMING_TOKENS, "1 thread"), names, lambda: runs,
+            default=names[0], margin=CHOICE_MARGIN, repeats=TIMING_REPEATS,
         )
-    _settings[key] = setting
-    return setting
+    setting = settings[measured.choice]
+    _choice_log.append((in_features, out_features, measured.timings, setting))
+    logger.debug(
+        "int8 kernel for %dx%d: %s (7-bit activations: %s, weight bits: %d); %s", in_features, out_features,
+        setting.kernel, setting.reduce_range, setting.weight_bits, measured.reason,
+    )
+    _settings[key] = (setting, measured.reason)
+    return _settings[key]
 
 
 def choices() -> list:
@@ -433,24 +427,15 @@ def forget_choices() -> None:
     _settings.clear()
     _choice_log.clear()
     _probed.clear()
+    cpu_choice.forget(INT8_KERNEL)
 
 
 # ---------------------------------------------------------------------------- recording
 
-_kernel_records: list = []
-
 
 @contextlib.contextmanager
 def record_kernels():
-    """Within the block, every Int8Linear call appends (kernel, in_features, out_features)."""
-    calls: list = []
-    _kernel_records.append(calls)
-    try:
+    """Within the block, every Int8Linear call appends (kernel, in_features, out_features);
+    `dispatch.record("int8_kernel")` gives the same as `Decision`s, with the reason."""
+    with dispatch._recording((INT8_KERNEL,), lambda d: (d.choice, *d.case)) as calls:
         yield calls
-    finally:
-        _kernel_records.remove(calls)
-
-
-def record(kernel: str, in_features: int, out_features: int) -> None:
-    for calls in _kernel_records:
-        calls.append((kernel, in_features, out_features))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import int8_kernels
+from . import dispatch, int8_kernels
 
 MODES = ("int8",)
 # keras' other quantization modes, named in the error so a keras user knows what is missing.
@@ -78,7 +78,8 @@ class Int8Linear(nn.Module):
         return int8_kernels.resolve(self.kernel, self.in_features, self.out_features)
 
     def _packed_weights(self):
-        setting = self._setting()
+        setting, why = int8_kernels.resolve_with_reason(self.kernel, self.in_features, self.out_features)
+        dispatch.note(int8_kernels.INT8_KERNEL, setting.kernel, (self.in_features, self.out_features), why)
         # Any in-place change (load_state_dict, copy_) bumps a version; .to() or assignment
         # replaces the tensor: either way the packed copy is rebuilt.
         key = tuple((t.data_ptr(), t._version) for t in (self.weight_int8, self.weight_scale, self.bias) if t is not None)
@@ -113,7 +114,6 @@ class Int8Linear(nn.Module):
         if activation not in _ACTIVATIONS:
             raise ValueError(f"`activation` must be one of {_ACTIVATIONS}; got {activation!r}.")
         setting, packed = self._packed_weights()
-        int8_kernels.record(setting.kernel, self.in_features, self.out_features)
         rows = x.reshape(-1, self.in_features)
         if rows.dtype != torch.float32 or not rows.is_contiguous():
             rows = rows.to(torch.float32).contiguous()
@@ -188,6 +188,28 @@ def quantize_(model: nn.Module, mode: str = "int8", *, kernel: str = "auto") -> 
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def check_preset_quantize(quantize, device=None):
+    """Validate `from_preset(..., quantize=)` before anything is read: None (float, the default)
+    or a mode of `quantize_`; int8 runs on CPU only, so a `device=` elsewhere is refused too."""
+    if quantize is None:
+        return None
+    try:
+        check_mode(quantize)
+    except ValueError as error:
+        raise ValueError(f"`quantize` must be None or one of {MODES}; got {quantize!r}.") from error
+    if device is not None and torch.device(device).type != "cpu":
+        raise ValueError(
+            f"`quantize={quantize!r}` runs on CPU only, but `device={device!r}`: load on CPU "
+            "(leave `device` out) or use dtype='bfloat16' on GPU instead."
+        )
+    return quantize
+
+
+def quantize_loaded(model: nn.Module, quantize) -> nn.Module:
+    """`model` quantized in place by `model.quantize(quantize)`, or as it is for None."""
+    return model if quantize is None else model.quantize(quantize)
 
 
 def is_quantized(model: nn.Module) -> bool:

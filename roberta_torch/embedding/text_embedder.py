@@ -81,7 +81,8 @@ class TextEmbedder(nn.Module):
 
     @classmethod
     def from_preset(cls, preset, *, pooling=None, normalize: bool | None = None, max_seq_length: int | None = None,
-                    prompts: dict | None = None, allow_pickle: bool = False, **backbone_kwargs) -> "TextEmbedder":
+                    prompts: dict | None = None, allow_pickle: bool = False, quantize: str | None = None,
+                    **backbone_kwargs) -> "TextEmbedder":
         """Load a builtin embedding preset (`bge_m3`, `multilingual_e5_base`, `multilingual_e5_large`),
         a sentence-transformers directory or `hf://` repository on RoBERTa / XLM-R, or any backbone
         preset (mean pooling by default).
@@ -90,8 +91,10 @@ class TextEmbedder(nn.Module):
         `backbone_kwargs` (dtype, device, attention_backend, ...) go to `Backbone.from_preset`.
         bge-m3's sparse and ColBERT heads, when present, enable `encode_bge_m3`: read from
         `sparse_linear.safetensors` / `colbert_linear.safetensors`, or from FlagEmbedding's
-        `.pt` files with `allow_pickle=True` only.
+        `.pt` files with `allow_pickle=True` only. `quantize="int8"` calls `quantize("int8")` on
+        the loaded embedder (checked before loading).
         """
+        quantization.check_preset_quantize(quantize, backbone_kwargs.get("device"))
         loader = open_preset(preset, allow_pickle=allow_pickle).loader
         config = read_embedding_config(loader.preset, builtin_name=preset if isinstance(preset, str) else None)
         if pooling is not None:
@@ -110,7 +113,7 @@ class TextEmbedder(nn.Module):
         state = loader.bge_m3_heads(backbone.hidden_dim)
         heads = BGEM3Heads.from_state(state) if state is not None else None
         embedder = cls(backbone, tokenizer, config, heads)
-        return embedder.to(next(backbone.parameters()).device).eval()
+        return quantization.quantize_loaded(embedder.to(next(backbone.parameters()).device).eval(), quantize)
 
     def save_to_preset(self, directory, format: str = "sentence-transformers", *, overwrite: bool = False):
         """Write a sentence-transformers directory (the encoder as a transformers checkpoint,

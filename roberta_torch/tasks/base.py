@@ -165,7 +165,7 @@ class Task(DelegatedCheckpointing, nn.Module):
     # -- presets ----------------------------------------------------------------------------
 
     @classmethod
-    def from_preset(cls, preset, load_weights: bool = True, **kwargs) -> "Task":
+    def from_preset(cls, preset, load_weights: bool = True, *, quantize: str | None = None, **kwargs) -> "Task":
         """Build the task from a preset: a builtin name, `kaggle://`, `hf://` or a directory.
 
         A task preset (keras_hub's task.json + task.weights.h5, or a transformers
@@ -174,8 +174,11 @@ class Task(DelegatedCheckpointing, nn.Module):
         (e.g. `num_classes=3`), as in keras_hub. Backbone extras (dtype, padding_free,
         attention_backend, gradient_checkpointing, device) and `allow_pickle` go to the
         backbone; every other kwarg to the task's constructor. Returns the model in eval mode.
+        `quantize="int8"` calls `quantize("int8")` on the loaded task (checked before loading).
         """
-        return loading.task_from_preset(cls, preset, Task._classes, load_weights=load_weights, **kwargs)
+        quantization.check_preset_quantize(quantize, kwargs.get("device"))
+        task = loading.task_from_preset(cls, preset, Task._classes, load_weights=load_weights, **kwargs)
+        return quantization.quantize_loaded(task, quantize)
 
     def save_to_preset(self, directory, format: str | None = None, *, overwrite: bool = False, **options) -> None:
         """Write the task as a preset: `format="keras"` (keras_hub's task preset: backbone files +

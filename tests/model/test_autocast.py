@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers.random_weights import randomize_
-from roberta_torch import RobertaBackbone, attention, dense
+from roberta_torch import RobertaBackbone, attention, dense, dispatch
 
 CONFIG = dict(vocabulary_size=61, num_layers=2, num_heads=3, hidden_dim=24, intermediate_dim=40, max_sequence_length=16)
 TOKEN_IDS = torch.randint(0, 61, (4, 12), generator=torch.Generator().manual_seed(1))
@@ -45,7 +45,7 @@ def test_cpu_autocast_bfloat16_is_close_to_float32(padding_free):
 def test_cpu_autocast_takes_the_fused_path_and_agrees_with_the_plain_one():
     model = randomized(padding_free=False)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        with dense.record_paths() as paths:
+        with dense.record_paths() as paths, dispatch.override(dense_epilogue="fused"):
             fused = model(INPUTS)
         previous = dense.set_onednn_enabled(False)
         try:

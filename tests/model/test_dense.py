@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from roberta_torch import RobertaBackbone, dense
+from roberta_torch import RobertaBackbone, dense, dispatch
 
 pytestmark = pytest.mark.skipif(not dense.ONEDNN_AVAILABLE, reason="torch built without oneDNN")
 
@@ -32,7 +32,7 @@ def test_fused_linear_matches_reference(dtype, tolerance, epilogue):
     if epilogue == "residual":
         reference = reference + residual.double()
     args = dict(activation="gelu" if epilogue == "gelu" else None, residual=residual.to(dtype) if epilogue == "residual" else None)
-    with torch.no_grad():
+    with torch.no_grad(), dispatch.override(dense_epilogue="fused"):  # "auto" measures (test_cpu_choice.py)
         assert dense.uses_fused_cpu_path(x.to(dtype), weight.to(dtype))
         fused = dense.linear(x.to(dtype), weight.to(dtype), bias.to(dtype), **args)
     assert fused.dtype == dtype and fused.shape == (2, 13, 40)
@@ -43,9 +43,10 @@ def test_fused_linear_matches_reference(dtype, tolerance, epilogue):
 def test_fused_path_is_never_used_where_gradients_are_needed():
     x = torch.randn(3, 8, requires_grad=True)
     weight = torch.randn(4, 8, requires_grad=True)
-    assert not dense.uses_fused_cpu_path(x, weight)
-    with torch.no_grad():
-        assert dense.uses_fused_cpu_path(x, weight)
+    with dispatch.override(dense_epilogue="fused"):
+        assert not dense.uses_fused_cpu_path(x, weight)
+        with torch.no_grad():
+            assert dense.uses_fused_cpu_path(x, weight)
 
 
 def test_switch_and_model_level_equality():
@@ -60,7 +61,7 @@ def test_switch_and_model_level_equality():
     outputs = {}
 
     def run(name):
-        with torch.no_grad():
+        with torch.no_grad(), dispatch.override(dense_epilogue="fused" if name == "fused" else None):
             outputs[name] = model({"token_ids": ids, "padding_mask": mask})
 
     assert fused_linear_calls(lambda: run("fused")) == 2 * 4  # 4 dense layers per encoder layer
