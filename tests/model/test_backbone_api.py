@@ -52,7 +52,7 @@ def test_initializers_follow_keras():
     assert abs(emb.std().item() - 0.0176) < 0.002  # trunc normal(0.02) at 2 sigma has std 0.88*0.02
     assert emb.abs().max().item() <= 0.04 + 1e-6
     layer = model.layers[0]
-    assert torch.count_nonzero(layer.attention.qkv.bias) == 0
+    assert torch.count_nonzero(layer.attention.query.bias) == 0
     assert torch.all(layer.attention_layer_norm.weight == 1)
 
 
