@@ -17,6 +17,7 @@ and read back, as on a transformers config. Keras-side settings live in `get_con
 from __future__ import annotations
 
 import json
+import pathlib
 
 # What transformers' PretrainedConfig answers beyond config.json. `return_dict` True: a call in
 # transformers' spellings returns a dict (PEFT passes it on to the model). No tied output
@@ -57,6 +58,20 @@ class TransformersConfig:
             if name in fields:
                 extras.setdefault(name, fields.pop(name))
         return cls(fields, extras)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path) -> "TransformersConfig":
+        """A transformers checkpoint's config.json (a directory, or a hub repository id through
+        huggingface_hub's cache), as transformers' `PretrainedConfig.from_pretrained` reads it
+        (PEFT compares the vocabulary size of an adapter's base model with it)."""
+        path = pathlib.Path(name_or_path)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            from huggingface_hub import hf_hub_download
+
+            path = pathlib.Path(hf_hub_download(str(name_or_path), "config.json"))
+        return cls(json.loads(path.read_text()), {})
 
     def __getattr__(self, name: str):
         fields, extras = object.__getattribute__(self, "_fields"), object.__getattribute__(self, "_extras")
