@@ -43,6 +43,12 @@ PEFT_PREFIX = "base_model.model."  # PeftModel -> LoraModel -> the model
 # transformers' task models hold the encoder as `roberta` (RobertaFor* and XLMRobertaFor*).
 TRANSFORMERS_ENCODER_PREFIX = "roberta."
 SUPPORTED_PEFT_TYPES = ("LORA",)  # DoRA is LORA with use_dora=True
+# transformers modules with no module of ours, and why (for the error an adapter on one gets).
+NOT_IN_OUR_MODELS = {
+    "pooler.dense": "RobertaModel's pooler (dense + tanh over <s>) is no part of our backbone (keras_hub's has "
+    "none); train the adapter without it, e.g. exclude_modules=['pooler.dense']",
+    "lm_head.decoder": "the masked-LM decoder is the word embedding matrix (tied); target the embedding instead",
+}
 
 
 def _import_peft():
@@ -119,7 +125,7 @@ def module_map(model) -> ModuleMap:
         else:
             how = sorted({row.transform.name + (" (added)" if row.add else "") for row in rows})
             unmappable[theirs] = f"its tensors reach {sorted(targets)} through {', '.join(how)}, not as a copy"
-    return ModuleMap(mapped, unmappable)
+    return ModuleMap(mapped, {**NOT_IN_OUR_MODELS, **unmappable})
 
 
 # -- transformers -> ours -----------------------------------------------------------------------
