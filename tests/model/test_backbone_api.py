@@ -132,7 +132,9 @@ def _call(model, **inputs):
         (dict(token_ids=torch.ones(2, 4, dtype=torch.long), padding_mask=torch.full((2, 4), 0.5)), ValueError, "0 or 1"),
         (dict(token_ids="hello"), TypeError, "token_ids"),
         (dict(padding_mask=torch.ones(2, 4)), ValueError, "token_ids"),
-        (dict(token_ids=torch.ones(2, 4, dtype=torch.long), attention_mask=torch.ones(2, 4)), ValueError, "unknown keys"),
+        # attention_mask is transformers' alias of padding_mask (transformers_calls.py); typos are not.
+        (dict(token_ids=torch.ones(2, 4, dtype=torch.long), attention_masks=torch.ones(2, 4)), ValueError, "unknown keys"),
+        (dict(token_ids=torch.ones(2, 4, dtype=torch.long), input_ids=torch.ones(2, 4, dtype=torch.long)), ValueError, "Both"),
     ],
 )
 def test_call_errors(inputs, error, words):
