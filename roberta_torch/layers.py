@@ -55,6 +55,10 @@ class Linear(nn.Linear):
         nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not has_plain_parameters(self):
+            # torchao's quantized weights and other tensor subclasses: only F.linear dispatches
+            # to their kernels (oneDNN's op does not know them).
+            return F.linear(x, self.weight, self.bias)
         return self.forward_with_epilogue(x)
 
     def forward_with_epilogue(
@@ -73,6 +77,14 @@ class Linear(nn.Linear):
         return dense.linear(x, weight, bias, activation=activation, residual=residual)
 
 
+def has_plain_parameters(module: nn.Module) -> bool:
+    """True when the module's own parameters are plain tensors (no tensor subclass such as
+    torchao's quantized weights, which only F.linear dispatches)."""
+    return all(type(p) in _PLAIN_TENSOR_TYPES for p in module._parameters.values() if p is not None)
+
+
+_PLAIN_TENSOR_TYPES = (torch.Tensor, nn.Parameter)
+
 # The module types whose epilogue form may replace `module(x)` + epilogue, and that form. Exact
 # types only: a subclass may override forward.
 _EPILOGUE_FORWARDS = {
@@ -85,10 +97,11 @@ def epilogue_is_unobservable(module: nn.Module) -> bool:
     """True when nothing outside can tell `module(x)` followed by the activation / residual
     add from one fused kernel computing both, so the fused form may run.
 
-    That holds only for our own linear types exactly (PEFT, torchao and parametrizations
-    replace the type; a user subclass may override forward) with no hook of any kind on the
-    module or globally (hooks see or change the module's output, or its gradients), and not
-    under torch.compile (Inductor fuses the plain form itself, and it guards on none of this).
+    That holds only for our own linear types exactly (PEFT and parametrizations replace the
+    type; a user subclass may override forward) with plain parameters (torchao swaps the
+    weight for a tensor subclass) and no hook of any kind on the module or globally (hooks
+    see or change the module's output, or its gradients), and not under torch.compile
+    (Inductor fuses the plain form itself, and it guards on none of this).
     """
     if type(module) not in _EPILOGUE_FORWARDS or is_compiling():
         return False
@@ -101,7 +114,7 @@ def epilogue_is_unobservable(module: nn.Module) -> bool:
         or module_hooks._global_backward_pre_hooks
     ):
         return False
-    return not parametrize.is_parametrized(module)
+    return not parametrize.is_parametrized(module) and has_plain_parameters(module)
 
 
 def linear_then(
@@ -118,13 +131,7 @@ def linear_then(
     """
     if epilogue_is_unobservable(module):
         return _EPILOGUE_FORWARDS[type(module)](module, x, activation=activation, residual=residual)
-    y = module(x)
-    if activation == "gelu":
-        y = F.gelu(y)
-    if residual is not None:
-        # In the output's dtype (the autocast dtype under autocast), as the fused form adds.
-        y = y + (residual if residual.dtype == y.dtype else residual.to(y.dtype))
-    return y
+    return dense.apply_epilogue(module(x), activation, residual)
 
 
 class SelfAttention(nn.Module):
