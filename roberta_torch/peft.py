@@ -184,16 +184,23 @@ def our_config(config, mapping: ModuleMap):
                          "with PEFT (which writes the module names) and load that.")
     # PEFT's matcher (an excluded module answers falsy), run on transformers' module names.
     targeted = {m: ours for m, ours in mapping.theirs_to_ours.items() if check_target_module_exists(config, m)}
-    saved = {m: mapping.theirs_to_ours[m] for m in _modules_in(config.modules_to_save, mapping.theirs_to_ours)}
-    ours = copy.deepcopy(config)
-    ours.target_modules = set(targeted.values())
-    ours.exclude_modules = None
-    ours.layers_to_transform = None
-    ours.layers_pattern = None
-    ours.rank_pattern = _patterns_for(config.rank_pattern, targeted)
-    ours.alpha_pattern = _patterns_for(config.alpha_pattern, targeted)
-    ours.modules_to_save = sorted(saved.values()) or None
-    return ours
+    saved = [mapping.theirs_to_ours[m] for m in _modules_in(config.modules_to_save, mapping.theirs_to_ours)]
+    return _translated_config(config, targeted, saved)
+
+
+def _translated_config(config, targeted: dict, modules_to_save: list):
+    """A copy of `config` for the other side: `targeted` maps each adapted module path to its
+    translation, which becomes the explicit target list (so layer and exclusion filters, already
+    applied, are dropped) with the rank / alpha patterns resolved per module."""
+    out = copy.deepcopy(config)
+    out.target_modules = sorted(targeted.values())
+    out.exclude_modules = None
+    out.layers_to_transform = None
+    out.layers_pattern = None
+    out.rank_pattern = _patterns_for(config.rank_pattern, targeted)
+    out.alpha_pattern = _patterns_for(config.alpha_pattern, targeted)
+    out.modules_to_save = sorted(modules_to_save) or None
+    return out
 
 
 def _translate_keys(keys, table: dict, unmappable: dict, file: str) -> dict:
@@ -291,16 +298,12 @@ def save_adapter(peft_model, directory, *, adapter_name: str = "default") -> pat
         translated, rest = ModuleMap.translate_module(module, ours_to_theirs, unmappable, "module")
         return translated + ("." + rest if rest else "")
 
-    targeted = {m: theirs(m) for m in peft_model.base_model.targeted_module_names}
-    saved = [name for name, module in base.named_modules() if isinstance(module, ModulesToSaveWrapper)]
-    out = copy.deepcopy(config)
-    out.target_modules = sorted(targeted.values())
-    out.exclude_modules = None
-    out.layers_to_transform = None
-    out.layers_pattern = None
-    out.rank_pattern = _patterns_for(config.rank_pattern, targeted)
-    out.alpha_pattern = _patterns_for(config.alpha_pattern, targeted)
-    out.modules_to_save = _collapse_to_containers([theirs(m) for m in saved], mapping.theirs_to_ours) or None
+    # This adapter's modules (a PeftModel may hold several adapters).
+    modules = list(base.named_modules())
+    targeted = {name: theirs(name) for name, module in modules if adapter_name in getattr(module, "lora_A", {})}
+    saved = [name for name, module in modules
+             if isinstance(module, ModulesToSaveWrapper) and adapter_name in module.modules_to_save]
+    out = _translated_config(config, targeted, _collapse_to_containers([theirs(m) for m in saved], mapping.theirs_to_ours))
     out.inference_mode = True
 
     state = peft.get_peft_model_state_dict(peft_model, adapter_name=adapter_name)
