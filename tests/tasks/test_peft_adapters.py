@@ -196,3 +196,31 @@ def test_mismatched_adapters_are_refused(checkpoints, tmp_path):
     with pytest.raises(TypeError, match="peft.PeftModel"):
         roberta_peft.save_adapter(load_ours(directory, "classifier"), tmp_path / "out")
     assert peft  # the reference library is what wrote every file above
+
+
+HUB_SCRIPT = r"""
+import sys, torch
+from roberta_torch import Task
+from roberta_torch import peft as roberta_peft
+base, local = sys.argv[1], sys.argv[2]
+ids = torch.randint(2, 61, (2, 7), generator=torch.Generator().manual_seed(0))
+outs = []
+for adapter in (local, "hf://someone/lora-adapter"):
+    with torch.no_grad():
+        outs.append(roberta_peft.load_adapter(Task.from_preset(base), adapter)(input_ids=ids).logits)
+print(float((outs[0] - outs[1]).abs().max()), float(outs[0].abs().max()))
+"""
+
+
+def test_adapter_from_the_hf_cache(checkpoints, tmp_path):
+    """hf:// adapters resolve through huggingface_hub's own cache, like presets (offline)."""
+    from helpers.hub_caches import put_in_hf_cache
+    from helpers.subprocesses import run_python
+
+    directory = checkpoints("classifier")
+    transformers_adapter(directory, "classifier", ["query", "value"], tmp_path / "adapter")
+    put_in_hf_cache(tmp_path / "home", "someone/lora-adapter", tmp_path / "adapter")
+    out = run_python(HUB_SCRIPT, {"HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"},
+                     str(directory), str(tmp_path / "adapter"))
+    difference, scale = map(float, out.strip().splitlines()[-1].split())
+    assert difference == 0.0 and scale > 0
