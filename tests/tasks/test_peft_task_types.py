@@ -120,7 +120,17 @@ def test_peft_task_types_train_our_models(kind, task_type, head):
         assert any(f"{head}.modules_to_save" in n for n in trained)
 
 
-def test_trainer_predicts_tokenizer_columns_without_labels(tmp_path):
+@pytest.fixture
+def fresh_accelerator_state():
+    """Trainer sets accelerate's process-wide state (fp32); later tests build their own
+    Accelerator (e.g. bf16), which refuses a changed state: reset it afterwards."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_trainer_predicts_tokenizer_columns_without_labels(tmp_path, fresh_accelerator_state):
     """A dataset with a tokenizer's columns (input_ids, attention_mask) and no labels: plain
     TrainingArguments, one prediction per example (16 = 5 x 3 + 1: a batch of one included)."""
     import datasets
