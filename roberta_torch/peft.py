@@ -70,6 +70,7 @@ class ModuleMap:
 
     theirs_to_ours: dict
     unmappable: dict
+    unmappable_ours: dict  # the same for our modules those reach (the way back)
 
     @property
     def ours_to_theirs(self) -> dict:
@@ -113,7 +114,7 @@ def module_map(model) -> ModuleMap:
         theirs, ours = row.source_key.rsplit(".", 1)[0], row.model_key.rsplit(".", 1)[0]
         by_theirs.setdefault(theirs, []).append(row)
         sources_of_ours.setdefault(ours, set()).add(theirs)
-    mapped, unmappable = {}, {}
+    mapped, unmappable, unmappable_ours = {}, {}, {}
     for theirs, rows in by_theirs.items():
         targets = {row.model_key.rsplit(".", 1)[0] for row in rows}
         plain = all(
@@ -125,7 +126,12 @@ def module_map(model) -> ModuleMap:
         else:
             how = sorted({row.transform.name + (" (added)" if row.add else "") for row in rows})
             unmappable[theirs] = f"its tensors reach {sorted(targets)} through {', '.join(how)}, not as a copy"
-    return ModuleMap(mapped, {**NOT_IN_OUR_MODELS, **unmappable})
+            for ours in targets:
+                unmappable_ours[ours] = f"transformers' {theirs!r} reaches it through {', '.join(how)}, not as a copy"
+    for ours, theirs_set in sources_of_ours.items():
+        if len(theirs_set) > 1:
+            unmappable_ours[ours] = f"it is filled from several transformers modules {sorted(theirs_set)}"
+    return ModuleMap(mapped, {**NOT_IN_OUR_MODELS, **unmappable}, unmappable_ours)
 
 
 # -- transformers -> ours -----------------------------------------------------------------------
@@ -292,7 +298,7 @@ def save_adapter(peft_model, directory, *, adapter_name: str = "default") -> pat
     base = peft_model.get_base_model()
     mapping = module_map(base)
     ours_to_theirs = mapping.ours_to_theirs
-    unmappable = {}  # modules of ours missing from the rows are reported by name
+    unmappable = mapping.unmappable_ours
 
     def theirs(module: str) -> str:
         translated, rest = ModuleMap.translate_module(module, ours_to_theirs, unmappable, "module")
@@ -300,7 +306,8 @@ def save_adapter(peft_model, directory, *, adapter_name: str = "default") -> pat
 
     # This adapter's modules (a PeftModel may hold several adapters).
     modules = list(base.named_modules())
-    targeted = {name: theirs(name) for name, module in modules if adapter_name in getattr(module, "lora_A", {})}
+    targeted = {name: theirs(name) for name, module in modules
+                if any(adapter_name in getattr(module, kind, {}) for kind in ("lora_A", "lora_embedding_A"))}
     saved = [name for name, module in modules
              if isinstance(module, ModulesToSaveWrapper) and adapter_name in module.modules_to_save]
     out = _translated_config(config, targeted, _collapse_to_containers([theirs(m) for m in saved], mapping.theirs_to_ours))

@@ -140,20 +140,25 @@ def test_xlm_roberta_adapter_loads_trainable(checkpoints, tmp_path):
     assert relative_error(outputs(ours, "classifier", ids, mask)[0], outputs(reference, "classifier", ids, mask)[0].numpy()) < TOLERANCE
 
 
-@pytest.mark.parametrize("targets", sorted(TARGETS))
+OUR_TARGETS = {**TARGETS, "embedding_query": ["token_embedding", "query"]}  # LoRA on the word embedding too
+
+
+@pytest.mark.parametrize("targets", sorted(OUR_TARGETS))
 @pytest.mark.parametrize("kind", ["backbone", "classifier"])
 def test_our_adapter_saves_for_transformers(kind, targets, checkpoints, tmp_path):
     import peft
 
     directory = checkpoints(kind)
-    config = peft.LoraConfig(task_type=KINDS[kind][1], r=2, target_modules=TARGETS[targets])
+    config = peft.LoraConfig(task_type=KINDS[kind][1], r=2, target_modules=OUR_TARGETS[targets])
     if kind == "classifier":  # our head is pooled_dense / output_dense, not transformers' `classifier`
         config.modules_to_save = ["pooled_dense", "output_dense"]
     ours = randomize_adapter_(peft.get_peft_model(load_ours(directory, kind), config)).eval()
     roberta_peft.save_adapter(ours, tmp_path / "adapter")
     saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert saved["modules_to_save"] == (["classifier"] if kind == "classifier" else None)
-    assert all(name.startswith(("encoder.", "roberta.encoder.")) for name in saved["target_modules"])
+    assert all(name.startswith(("encoder.", "roberta.encoder.")) for name in saved["target_modules"]
+               if "embeddings" not in name)
+    assert ("embeddings.word_embeddings" in saved["target_modules"][0]) == (targets == "embedding_query")
     reference = peft.PeftModel.from_pretrained(load_transformers(directory, kind), tmp_path / "adapter").eval()
     ids, mask = batch()
     expected, valid = outputs(ours, kind, ids, mask)
@@ -185,6 +190,11 @@ def test_mismatched_adapters_are_refused(checkpoints, tmp_path):
     save_file({k: v for k, v in good.items() if k != key}, weights)
     with pytest.raises(ValueError, match=r"layers\.1\.attention\.value\.lora_B.*does not"):
         roberta_peft.load_adapter(load_ours(directory, "classifier"), tmp_path / "a")
+
+    # Ours the other way: our position table also carries transformers' token types.
+    ours = peft.get_peft_model(load_ours(directory, "classifier"), peft.LoraConfig(r=2, target_modules=["position_embedding"]))
+    with pytest.raises(ValueError, match=r"position_embedding.*several transformers modules"):
+        roberta_peft.save_adapter(ours, tmp_path / "out")
 
     (tmp_path / "empty").mkdir()
     save_file({**good, "base_model.model.pooler.dense.lora_A.weight": torch.zeros(3, 12)}, weights)
