@@ -148,3 +148,33 @@ def test_trainer_predicts_tokenizer_columns_without_labels(tmp_path, fresh_accel
         predictions = trainer.predict(datasets.Dataset.from_dict(rows)).predictions
         predictions = predictions if isinstance(predictions, tuple) else (predictions,)
         assert [p.shape[0] for p in predictions] == [16] * (2 if kind == "qa" else 1)
+
+
+def test_trainer_drives_a_peft_model(tmp_path, fresh_accelerator_state):
+    """Trainer on PEFT's SEQ_CLS wrapper of our classifier: trains (LoRA and head move),
+    evaluates and predicts one row per example, labels or not."""
+    import datasets
+    import peft
+    import transformers
+
+    peft_model = peft.get_peft_model(
+        make("classifier"), peft.LoraConfig(task_type="SEQ_CLS", r=2, modules_to_save=["pooled_dense", "output_dense"])
+    )
+    before = {n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
+    generator = np.random.default_rng(0)
+    ids = generator.integers(3, 40, (16, 7))
+    data = datasets.Dataset.from_dict(
+        {"token_ids": ids.tolist(), "padding_mask": np.ones_like(ids).tolist(), "labels": generator.integers(0, 3, 16).tolist()}
+    )
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, per_device_eval_batch_size=3, max_steps=3,
+        learning_rate=1e-2, report_to="none", use_cpu=True, disable_tqdm=True, save_strategy="no",
+    )
+    trainer = transformers.Trainer(
+        model=peft_model, args=args, train_dataset=data, eval_dataset=data,
+        compute_metrics=lambda prediction: {"count": float(len(prediction.predictions))},
+    )
+    trainer.train()
+    assert all(not torch.equal(p, before[n]) for n, p in peft_model.named_parameters() if n in before)
+    assert trainer.evaluate()["eval_count"] == 16
+    assert trainer.predict(data.remove_columns("labels")).predictions.shape == (16, 3)
