@@ -93,6 +93,12 @@ class Task(DelegatedCheckpointing, nn.Module):
     `TaskOutput` {"loss", "logits"} (tasks/outputs.py) that HF Trainer reads as it is.
     `return_dict=True` (per call, or `model.return_dict = True` for every call, e.g. for
     `Trainer.predict` on data without labels) gives a TaskOutput without labels too.
+    transformers' spellings (`input_ids`, `attention_mask`, `token_type_ids` zeros,
+    `inputs_embeds=None`, `output_attentions` / `output_hidden_states` None or False; see
+    roberta_torch/transformers_calls.py) are accepted, and a call using them returns a
+    TaskOutput, as transformers' models do: what PEFT's PeftModelFor* wrappers and a
+    tokenizer's columns in HF Trainer need. `model.config` describes the task in
+    transformers' terms (roberta_torch/transformers_config.py).
     `gradient_checkpointing_enable()` and friends act on the backbone.
     """
 
