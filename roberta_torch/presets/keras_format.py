@@ -93,12 +93,7 @@ HEADS_OUT_KERNEL = Transform(
 # (dataset path, model key, transform)
 _EMBEDDING_TABLE = (
     ("layers/token_and_position_embedding/token_embedding/vars/0", "token_embedding.weight", COPY),
-    (
-        "layers/token_and_position_embedding/position_embedding/vars/0",
-        "position_embedding.weight",
-        COPY,
-        None,
-    ),
+    ("layers/token_and_position_embedding/position_embedding/vars/0", "position_embedding.weight", COPY),
     ("layers/layer_normalization/vars/0", "embeddings_layer_norm.weight", COPY),
     ("layers/layer_normalization/vars/1", "embeddings_layer_norm.bias", COPY),
 )

@@ -1,8 +1,9 @@
 """Conversion tables as data, and the strict assembler both checkpoint formats share.
 
 A table is a list of `Row`s, one per (source tensor, model tensor) pair: which source key
-fills which model tensor, through which reversible `Transform`. Reading applies `Transform.to_model`; writing walks the same rows
-and applies `Transform.to_source`, so the inverse is never written twice.
+fills which model tensor, through which reversible `Transform`. Reading applies
+`Transform.to_model`; writing walks the same rows and applies `Transform.to_source`, so the
+inverse is never written twice.
 
 `assemble_state_dict` is strict: every model tensor filled, every source tensor used or on
 the format's named ignore list, every shape checked before any data is read. It collects
@@ -134,6 +135,8 @@ def check_rows(
     for model_key in model_tensors:
         if model_key not in filled:
             problems.append(f"{model_key}: no source tensor fills this model tensor")
+        elif filled[model_key] > 1:
+            problems.append(f"{model_key}: {filled[model_key]} source tensors fill it (conversion table bug)")
     for key in sorted(set(source) - used):
         if key.startswith(ignored_prefixes):
             continue

@@ -102,3 +102,14 @@ def test_unknown_version_is_refused(tmp_path):
     (directory / "config.json").write_text(json.dumps({**config, "format_version": 3}))
     with pytest.raises(ValueError, match=r"format_version=3 is not supported .*reads versions 1, 2"):
         roberta_torch.Backbone.from_preset(str(directory))
+
+
+def test_a_table_that_fills_one_tensor_twice_is_refused():
+    from roberta_torch.presets.mapping import Row, SourceTensor, check_rows
+
+    def source(shape):
+        return SourceTensor(shape, "float32", "f.safetensors", lambda: torch.zeros(shape))
+
+    rows = [Row("a", "w"), Row("b", "w")]
+    problems, _ = check_rows(rows, {"a": source((2,)), "b": source((2,))}, {"w": torch.zeros(2)}, {})
+    assert problems == ["w: 2 source tensors fill it (conversion table bug)"]
