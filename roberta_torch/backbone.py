@@ -391,7 +391,9 @@ class RobertaBackbone(ActivationCheckpointing, FollowsParameterDtype, Backbone):
             inputs, token_ids=token_ids, padding_mask=padding_mask, position_ids=position_ids,
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
         )
-        inputs, transformers_style = rename_transformers_inputs(inputs) if isinstance(inputs, Mapping) else (inputs, False)
+        transformers_style = False
+        if isinstance(inputs, Mapping):  # anything else gets prepare_inputs' TypeError
+            inputs, transformers_style = rename_transformers_inputs(inputs)
         output = self._forward(inputs, bool(output_hidden_states))
         if return_dict is None:
             return_dict = transformers_style

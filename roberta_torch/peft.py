@@ -85,7 +85,9 @@ class ModuleMap:
             if module in table:
                 return table[module], rest
             if module in unmappable:
-                raise ValueError(f"{what} {path!r}: module {module!r} cannot carry an adapter here: {unmappable[module]}.")
+                raise ValueError(
+                    f"{what} {path!r}: module {module!r} cannot carry an adapter here: {unmappable[module]}."
+                )
         raise ValueError(f"{what} {path!r} names no module of the model.")
 
 
@@ -117,10 +119,8 @@ def module_map(model) -> ModuleMap:
     mapped, unmappable, unmappable_ours = {}, {}, {}
     for theirs, rows in by_theirs.items():
         targets = {row.model_key.rsplit(".", 1)[0] for row in rows}
-        plain = all(
-            row.transform is COPY and not row.add and row.source_key.rsplit(".", 1)[1] == row.model_key.rsplit(".", 1)[1]
-            for row in rows
-        )
+        same_parameter = (row.source_key.rsplit(".", 1)[1] == row.model_key.rsplit(".", 1)[1] for row in rows)
+        plain = all(same_parameter) and all(row.transform is COPY and not row.add for row in rows)
         if plain and len(targets) == 1 and len(sources_of_ours[next(iter(targets))]) == 1:
             mapped[theirs] = next(iter(targets))
         else:
@@ -144,7 +144,9 @@ def _adapter_files(path) -> tuple[pathlib.Path, pathlib.Path]:
     weights = preset.file(ADAPTER_WEIGHTS_NAME)
     if weights is None:
         pickled = preset.file("adapter_model.bin")
-        hint = " It has adapter_model.bin (a pickle): re-save it with PEFT's safe_serialization=True." if pickled else ""
+        hint = ""
+        if pickled:
+            hint = " It has adapter_model.bin (a pickle): re-save it with PEFT's safe_serialization=True."
         raise FileNotFoundError(f"{ADAPTER_WEIGHTS_NAME} is missing from adapter {path!s}.{hint}")
     return config, weights
 
@@ -155,7 +157,9 @@ def _check_supported(config, where: str) -> None:
         raise ValueError(f"{where}: peft_type {peft_type!r} is not supported; LoRA adapters (incl. DoRA) are.")
     for field in ("layer_replication", "target_parameters", "trainable_token_indices"):
         if getattr(config, field, None):
-            raise ValueError(f"{where}: `{field}` is not supported by the module translation; it is {getattr(config, field)!r}.")
+            raise ValueError(
+                f"{where}: `{field}` is not supported by the module translation; it is {getattr(config, field)!r}."
+            )
 
 
 def _patterns_for(pattern: dict, translated: dict) -> dict:
@@ -244,7 +248,7 @@ def load_adapter(model, adapter, *, adapter_name: str = "default", is_trainable:
     tensors = files.read_safetensors(weights_path)
     renamed = _translate_keys(tensors, mapping.theirs_to_ours, mapping.unmappable, weights_path.name)
     # As PeftModel.from_pretrained builds it (get_peft_model would rename base_model_name_or_path).
-    peft_class = peft.MODEL_TYPE_TO_PEFT_MODEL_MAPPING.get(ours.task_type, peft.PeftModel) if ours.task_type else peft.PeftModel
+    peft_class = peft.MODEL_TYPE_TO_PEFT_MODEL_MAPPING.get(ours.task_type, peft.PeftModel)
     peft_model = peft_class(model, ours, adapter_name=adapter_name)
     expected = peft.get_peft_model_state_dict(peft_model, adapter_name=adapter_name)
     problems = [
@@ -254,7 +258,9 @@ def load_adapter(model, adapter, *, adapter_name: str = "default", is_trainable:
     ]
     problems += [f"{renamed[k]!r} in {weights_path.name}: no such adapter tensor in the model ({k!r})"
                  for k in renamed if k not in expected]
-    problems += [f"{k!r}: the model's adapter has it, {weights_path.name} does not" for k in expected if k not in renamed]
+    problems += [
+        f"{k!r}: the model's adapter has it, {weights_path.name} does not" for k in expected if k not in renamed
+    ]
     if problems:
         raise ValueError(f"Adapter {adapter!s} does not fit {type(model).__name__}:{describe_problems(problems)}")
     state = {k: tensors[source].load() for k, source in renamed.items()}
@@ -310,7 +316,8 @@ def save_adapter(peft_model, directory, *, adapter_name: str = "default") -> pat
                 if any(adapter_name in getattr(module, kind, {}) for kind in ("lora_A", "lora_embedding_A"))}
     saved = [name for name, module in modules
              if isinstance(module, ModulesToSaveWrapper) and adapter_name in module.modules_to_save]
-    out = _translated_config(config, targeted, _collapse_to_containers([theirs(m) for m in saved], mapping.theirs_to_ours))
+    heads = _collapse_to_containers([theirs(m) for m in saved], mapping.theirs_to_ours)
+    out = _translated_config(config, targeted, heads)
     out.inference_mode = True
 
     state = peft.get_peft_model_state_dict(peft_model, adapter_name=adapter_name)
@@ -319,5 +326,6 @@ def save_adapter(peft_model, directory, *, adapter_name: str = "default") -> pat
     directory.mkdir(parents=True, exist_ok=True)
     out.save_pretrained(str(directory))
     tensors = {key: state[source].detach().cpu().contiguous() for key, source in renamed.items()}
-    files.import_safetensors().torch.save_file(tensors, str(directory / ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
+    save_file = files.import_safetensors().torch.save_file
+    save_file(tensors, str(directory / ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
     return directory
