@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import torch
@@ -29,8 +30,10 @@ from .inputs import (
 from .layers import LAYER_NORM_EPSILON, LayerNorm32, TransformerEncoderLayer, init_kernel_
 from .memory import check_fits_in_memory
 from .tracing import is_compiling
+from .transformers_calls import check_unsupported_arguments, rename_transformers_inputs
 from .padding import layout_of_packed_input, pad, packed_layout, packed_positions, unpad
-from .presets import registry, saving
+from .presets import registry, saving, transformers_format
+from .transformers_config import TransformersConfig
 from .presets.preset import Preset, open_preset
 
 logger = logging.getLogger(__name__)
@@ -66,6 +69,15 @@ class _ClassProperty:
 
     def __get__(self, instance, owner):
         return self.fget(owner)
+
+
+def _as_dict(output):
+    """transformers' RobertaModel output: {"last_hidden_state"[, "hidden_states"]}."""
+    from .tasks.outputs import TaskOutput  # here: roberta_torch.tasks imports this module
+
+    if isinstance(output, BackboneOutput):
+        return TaskOutput(last_hidden_state=output.sequence_output, hidden_states=output.hidden_states)
+    return TaskOutput(last_hidden_state=output)
 
 
 def _output(x: torch.Tensor, hidden_states: list | None):
@@ -309,6 +321,13 @@ class RobertaBackbone(ActivationCheckpointing, FollowsParameterDtype, Backbone):
         self.gradient_checkpointing = bool(enabled)
         return self
 
+    @property
+    def config(self) -> TransformersConfig:
+        """The backbone in transformers' terms (what PEFT reads: model_type "roberta" /
+        "xlm-roberta", hidden_size, ...): the config.json fields of RobertaModel; see
+        roberta_torch/transformers_config.py. keras_hub's config is `get_config()`."""
+        return TransformersConfig.of(self, transformers_format.transformers_config(self))
+
     def get_config(self) -> dict:
         """keras_hub's config: the constructor arguments and the dtype policy in force."""
         return {**self.backbone_config.to_dict(), "dtype": self.dtype_policy.name}
@@ -347,7 +366,13 @@ class RobertaBackbone(ActivationCheckpointing, FollowsParameterDtype, Backbone):
         token_ids=None,
         padding_mask=None,
         position_ids=None,
-        output_hidden_states: bool = False,
+        output_hidden_states: bool | None = False,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        inputs_embeds=None,
+        output_attentions=None,
+        return_dict: bool | None = None,
     ):
         """inputs: {"token_ids": (B, T), "padding_mask": (B, T)[, "position_ids": (B, T)]}
         -> (B, T, hidden_dim), or packed {"token_ids": (total,), "cu_seqlens": (B + 1,) int32
@@ -360,10 +385,30 @@ class RobertaBackbone(ActivationCheckpointing, FollowsParameterDtype, Backbone):
         batches. With `output_hidden_states=True` the result is a `BackboneOutput`:
         `sequence_output` (what a plain call returns) and `hidden_states`, num_layers + 1
         tensors (B, T, hidden_dim): the embedding output, then every layer's output.
+
+        transformers' spellings are accepted too (roberta_torch/transformers_calls.py):
+        `input_ids` / `attention_mask` for token_ids / padding_mask, token_type_ids (zeros),
+        inputs_embeds=None, output_attentions None/False. Such a call, or `return_dict=True`,
+        returns a dict as RobertaModel does: {"last_hidden_state"[, "hidden_states"]}
+        (attribute access too; a `TaskOutput`). Note that `position_ids` keeps our meaning
+        (rows of our position table, see above), not transformers' (offset by 2).
         """
+        check_unsupported_arguments(inputs_embeds, output_attentions)
         inputs = merge_call_arguments(
-            inputs, token_ids=token_ids, padding_mask=padding_mask, position_ids=position_ids
+            inputs, token_ids=token_ids, padding_mask=padding_mask, position_ids=position_ids,
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
         )
+        transformers_style = False
+        if isinstance(inputs, Mapping):  # anything else gets prepare_inputs' TypeError
+            inputs, transformers_style = rename_transformers_inputs(inputs)
+        output = self._forward(inputs, bool(output_hidden_states))
+        if return_dict is None:
+            return_dict = transformers_style
+        if not isinstance(return_dict, bool):
+            raise TypeError(f"`return_dict` must be None or a bool; got {return_dict!r}.")
+        return _as_dict(output) if return_dict else output
+
+    def _forward(self, inputs, output_hidden_states: bool):
         if is_packed_input(inputs):
             return self._forward_packed(inputs, output_hidden_states)
         token_ids, padding_mask = prepare_inputs(

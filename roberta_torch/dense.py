@@ -260,9 +260,14 @@ def _padded_rows(path, x, weight, bias, activation, residual):
 
 
 def _plain(x, weight, bias, activation, residual):
-    y = F.linear(x, weight, bias)
+    return apply_epilogue(F.linear(x, weight, bias), activation, residual)
+
+
+def apply_epilogue(y: torch.Tensor, activation: str | None = None, residual: torch.Tensor | None = None):
+    """activation(y) [+ residual], unfused: the plain path's epilogue. The residual is added in
+    y's dtype (the autocast dtype under autocast), as the fused kernels add it."""
     if activation == "gelu":
         y = F.gelu(y)
     if residual is not None:
-        y = y + residual
+        y = y + (residual if residual.dtype == y.dtype else residual.to(y.dtype))
     return y

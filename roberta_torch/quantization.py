@@ -37,8 +37,9 @@ class Int8Linear(nn.Module):
     """y = x W^T + b with int8 W (per-output-channel scales) and per-call int8 activations.
 
     Built from a float linear with `Int8Linear.from_float(linear)`. `forward(x)` is
-    `nn.Linear`'s; it also takes the fused-epilogue call of `roberta_torch.layers.Linear`,
-    `forward(x, activation="gelu" | None, residual=None)`, applied after the int8 product.
+    `nn.Linear`'s; it also takes the epilogue form the blocks call where nothing can tell
+    (`roberta_torch.layers.linear_then`), `forward(x, activation="gelu" | None,
+    residual=None)`, applied after the int8 product.
     Input of any float dtype and shape (..., in_features); output in the input's dtype.
     """
 

@@ -69,7 +69,7 @@ def _split_heads(size, dims):
     return (dims["num_heads"], size // dims["num_heads"])
 
 
-# Query/key/value kernels (H, N, D) and biases (N, D) fill row blocks of the fused QKV.
+# Query/key/value kernels (H, N, D) and biases (N, D).
 HEADS_IN_KERNEL = Transform(
     "heads_in_kernel",
     _heads_in_kernel_to_model,
@@ -90,36 +90,31 @@ HEADS_OUT_KERNEL = Transform(
     lambda s, d: (*_split_heads(s[1], d), s[0]),
 )
 
-# (dataset path, model key, transform, part of 3 for the fused QKV or None)
+# (dataset path, model key, transform)
 _EMBEDDING_TABLE = (
-    ("layers/token_and_position_embedding/token_embedding/vars/0", "token_embedding.weight", COPY, None),
-    (
-        "layers/token_and_position_embedding/position_embedding/vars/0",
-        "position_embedding.weight",
-        COPY,
-        None,
-    ),
-    ("layers/layer_normalization/vars/0", "embeddings_layer_norm.weight", COPY, None),
-    ("layers/layer_normalization/vars/1", "embeddings_layer_norm.bias", COPY, None),
+    ("layers/token_and_position_embedding/token_embedding/vars/0", "token_embedding.weight", COPY),
+    ("layers/token_and_position_embedding/position_embedding/vars/0", "position_embedding.weight", COPY),
+    ("layers/layer_normalization/vars/0", "embeddings_layer_norm.weight", COPY),
+    ("layers/layer_normalization/vars/1", "embeddings_layer_norm.bias", COPY),
 )
 # Relative to layers/<encoder group>/ and layers.{i}.
 _ENCODER_TABLE = (
-    ("_self_attention_layer/query_dense/vars/0", "attention.qkv.weight", HEADS_IN_KERNEL, 0),
-    ("_self_attention_layer/query_dense/vars/1", "attention.qkv.bias", HEADS_BIAS, 0),
-    ("_self_attention_layer/key_dense/vars/0", "attention.qkv.weight", HEADS_IN_KERNEL, 1),
-    ("_self_attention_layer/key_dense/vars/1", "attention.qkv.bias", HEADS_BIAS, 1),
-    ("_self_attention_layer/value_dense/vars/0", "attention.qkv.weight", HEADS_IN_KERNEL, 2),
-    ("_self_attention_layer/value_dense/vars/1", "attention.qkv.bias", HEADS_BIAS, 2),
-    ("_self_attention_layer/output_dense/vars/0", "attention.output.weight", HEADS_OUT_KERNEL, None),
-    ("_self_attention_layer/output_dense/vars/1", "attention.output.bias", COPY, None),
-    ("_self_attention_layer_norm/vars/0", "attention_layer_norm.weight", COPY, None),
-    ("_self_attention_layer_norm/vars/1", "attention_layer_norm.bias", COPY, None),
-    ("_feedforward_intermediate_dense/vars/0", "feedforward.intermediate.weight", TRANSPOSE, None),
-    ("_feedforward_intermediate_dense/vars/1", "feedforward.intermediate.bias", COPY, None),
-    ("_feedforward_output_dense/vars/0", "feedforward.output.weight", TRANSPOSE, None),
-    ("_feedforward_output_dense/vars/1", "feedforward.output.bias", COPY, None),
-    ("_feedforward_layer_norm/vars/0", "feedforward_layer_norm.weight", COPY, None),
-    ("_feedforward_layer_norm/vars/1", "feedforward_layer_norm.bias", COPY, None),
+    ("_self_attention_layer/query_dense/vars/0", "attention.query.weight", HEADS_IN_KERNEL),
+    ("_self_attention_layer/query_dense/vars/1", "attention.query.bias", HEADS_BIAS),
+    ("_self_attention_layer/key_dense/vars/0", "attention.key.weight", HEADS_IN_KERNEL),
+    ("_self_attention_layer/key_dense/vars/1", "attention.key.bias", HEADS_BIAS),
+    ("_self_attention_layer/value_dense/vars/0", "attention.value.weight", HEADS_IN_KERNEL),
+    ("_self_attention_layer/value_dense/vars/1", "attention.value.bias", HEADS_BIAS),
+    ("_self_attention_layer/output_dense/vars/0", "attention.output.weight", HEADS_OUT_KERNEL),
+    ("_self_attention_layer/output_dense/vars/1", "attention.output.bias", COPY),
+    ("_self_attention_layer_norm/vars/0", "attention_layer_norm.weight", COPY),
+    ("_self_attention_layer_norm/vars/1", "attention_layer_norm.bias", COPY),
+    ("_feedforward_intermediate_dense/vars/0", "feedforward.intermediate.weight", TRANSPOSE),
+    ("_feedforward_intermediate_dense/vars/1", "feedforward.intermediate.bias", COPY),
+    ("_feedforward_output_dense/vars/0", "feedforward.output.weight", TRANSPOSE),
+    ("_feedforward_output_dense/vars/1", "feedforward.output.bias", COPY),
+    ("_feedforward_layer_norm/vars/0", "feedforward_layer_norm.weight", COPY),
+    ("_feedforward_layer_norm/vars/1", "feedforward_layer_norm.bias", COPY),
 )
 
 # Every group of the tree (weightless ones included) with its Keras layer name, as
@@ -516,7 +511,7 @@ class KerasLoader(PresetLoader):
 
     def task_rows(self, task_cls, backbone_config: dict) -> list[Row]:
         rows = [
-            Row(row.source_key, "backbone." + row.model_key, row.transform, row.part, row.parts, row.add)
+            Row(row.source_key, "backbone." + row.model_key, row.transform, add=row.add)
             for row in conversion_rows(backbone_config)
         ]
         return rows + table_rows(task_cls.keras_head_table, source_prefix=TASK_SOURCE_PREFIX)

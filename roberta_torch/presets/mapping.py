@@ -1,9 +1,9 @@
 """Conversion tables as data, and the strict assembler both checkpoint formats share.
 
-A table is a list of `Row`s, one per source tensor: which source key fills which model
-tensor (or which rows of it: the fused QKV projection takes three sources), through which
-reversible `Transform`. Reading applies `Transform.to_model`; writing walks the same rows
-and applies `Transform.to_source`, so the inverse is never written twice.
+A table is a list of `Row`s, one per (source tensor, model tensor) pair: which source key
+fills which model tensor, through which reversible `Transform`. Reading applies
+`Transform.to_model`; writing walks the same rows and applies `Transform.to_source`, so the
+inverse is never written twice.
 
 `assemble_state_dict` is strict: every model tensor filled, every source tensor used or on
 the format's named ignore list, every shape checked before any data is read. It collects
@@ -47,40 +47,24 @@ TRANSPOSE = Transform("transpose", lambda t, d: t.t(), lambda t, d: t.t(), lambd
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """source_key fills model_key (rows [part*n/parts, (part+1)*n/parts) of it when
-    `parts` > 1) with transform.to_model(source). `add=True` adds instead of filling
-    (a source folded into a tensor another row fills)."""
+    """source_key fills model_key with transform.to_model(source). `add=True` adds instead
+    of filling (a source folded into a tensor another row fills)."""
 
     source_key: str
     model_key: str
     transform: Transform = COPY
-    part: int = 0
-    parts: int = 1
     add: bool = False
-
-    def block_shape(self, model_shape: Shape) -> Shape:
-        return (model_shape[0] // self.parts, *model_shape[1:])
 
 
 def table_rows(table, source_prefix: str = "", model_prefix: str = "") -> list[Row]:
     """Rows from a format's literal table.
 
-    Each entry is (source key, model key, transform, part) or (..., part, add), where `part`
-    is the third (0, 1, 2) of the fused QKV a source fills, or None for a whole tensor. The
+    Each entry is (source key, model key, transform) or (..., transform, add). The
     prefixes place a per-layer table at one layer (e.g. "encoder.layer.3.", "layers.3.").
     """
     rows = []
-    for source_key, model_key, transform, part, *add in table:
-        rows.append(
-            Row(
-                source_prefix + source_key,
-                model_prefix + model_key,
-                transform,
-                part=part or 0,
-                parts=1 if part is None else 3,
-                add=bool(add and add[0]),
-            )
-        )
+    for source_key, model_key, transform, *add in table:
+        rows.append(Row(source_prefix + source_key, model_prefix + model_key, transform, add=bool(add and add[0])))
     return rows
 
 
@@ -135,7 +119,7 @@ def check_rows(
         if not row.add:
             filled[row.model_key] = filled.get(row.model_key, 0) + 1
         model_shape = tuple(model_tensors[row.model_key].shape)
-        expected = tuple(row.transform.source_shape(row.block_shape(model_shape), dims))
+        expected = tuple(row.transform.source_shape(model_shape, dims))
         tensor = source.get(row.source_key)
         if tensor is None:
             problems.append(
@@ -155,6 +139,8 @@ def check_rows(
     for model_key in model_tensors:
         if model_key not in filled:
             problems.append(f"{model_key}: no source tensor fills this model tensor")
+        elif filled[model_key] > 1:
+            problems.append(f"{model_key}: {filled[model_key]} source tensors fill it (conversion table bug)")
     for key in sorted(set(source) - used):
         if key.startswith(ignored_prefixes):
             continue
@@ -169,7 +155,7 @@ def _take_whole(key_rows: list[Row], source, targets: dict, model_key: str) -> b
     """A target filled by one source tensor as it is: read straight into the target (.h5),
     or take the loaded tensor itself when it already has the target's dtype and layout
     (memory-mapped safetensors then stay mapped: no copy, no resident memory until used)."""
-    if len(key_rows) != 1 or key_rows[0].add or key_rows[0].parts != 1 or key_rows[0].transform is not COPY:
+    if len(key_rows) != 1 or key_rows[0].add or key_rows[0].transform is not COPY:
         return False
     tensor, target = source[key_rows[0].source_key], targets[model_key]
     if tensor.read_into is not None and tensor.read_into(target):
@@ -202,17 +188,16 @@ def fill_tensors(
             summed = any(row.add for row in key_rows)
             work = torch.empty(target.shape, dtype=torch.float32, device=target.device) if summed else target
             for row in sorted(key_rows, key=lambda r: r.add):  # fills before additions
-                block = work.chunk(row.parts, dim=0)[row.part] if row.parts > 1 else work
                 value = row.transform.to_model(source[row.source_key].load(), dims)
-                expected = torch.broadcast_shapes(value.shape, block.shape) if row.add else value.shape
-                if tuple(expected) != tuple(block.shape):  # a table whose transforms disagree
+                expected = torch.broadcast_shapes(value.shape, work.shape) if row.add else value.shape
+                if tuple(expected) != tuple(work.shape):  # a table whose transforms disagree
                     raise ValueError(
-                        f"{model_key}: conversion produced {tuple(value.shape)}, expected {tuple(block.shape)}"
+                        f"{model_key}: conversion produced {tuple(value.shape)}, expected {tuple(work.shape)}"
                     )
                 if row.add:
-                    block.add_(value.to(torch.float32))
+                    work.add_(value.to(torch.float32))
                 else:
-                    block.copy_(value)
+                    work.copy_(value)
                 del value
             if summed:
                 target.copy_(work)
@@ -324,7 +309,5 @@ def source_tensors_from_state_dict(
     keep the sum); a transform that cannot say raises."""
     out = {}
     for row in rows:
-        tensor = state_dict[row.model_key]
-        block = tensor.chunk(row.parts, dim=0)[row.part] if row.parts > 1 else tensor
-        out[row.source_key] = row.transform.to_source(block, dims).contiguous()
+        out[row.source_key] = row.transform.to_source(state_dict[row.model_key], dims).contiguous()
     return out

@@ -78,38 +78,32 @@ TOKEN_TYPE_ZERO = Transform(
     lambda s, d: (d["type_vocab_size"], s[1]),
 )
 
-# (transformers key, model key, transform, part of 3 for the fused QKV or None, add)
+# (transformers key, model key, transform[, add])
 _EMBEDDING_TABLE = (
-    ("embeddings.word_embeddings.weight", "token_embedding.weight", COPY, None, False),
-    (
-        "embeddings.position_embeddings.weight",
-        "position_embedding.weight",
-        SKIP_RESERVED_POSITIONS,
-        None,
-        False,
-    ),
-    ("embeddings.token_type_embeddings.weight", "position_embedding.weight", TOKEN_TYPE_ZERO, None, True),
-    ("embeddings.LayerNorm.weight", "embeddings_layer_norm.weight", COPY, None, False),
-    ("embeddings.LayerNorm.bias", "embeddings_layer_norm.bias", COPY, None, False),
+    ("embeddings.word_embeddings.weight", "token_embedding.weight", COPY),
+    ("embeddings.position_embeddings.weight", "position_embedding.weight", SKIP_RESERVED_POSITIONS),
+    ("embeddings.token_type_embeddings.weight", "position_embedding.weight", TOKEN_TYPE_ZERO, True),
+    ("embeddings.LayerNorm.weight", "embeddings_layer_norm.weight", COPY),
+    ("embeddings.LayerNorm.bias", "embeddings_layer_norm.bias", COPY),
 )
 # Relative to encoder.layer.{i}. and layers.{i}. (torch Linear on both sides: no transpose).
 _ENCODER_TABLE = (
-    ("attention.self.query.weight", "attention.qkv.weight", COPY, 0),
-    ("attention.self.query.bias", "attention.qkv.bias", COPY, 0),
-    ("attention.self.key.weight", "attention.qkv.weight", COPY, 1),
-    ("attention.self.key.bias", "attention.qkv.bias", COPY, 1),
-    ("attention.self.value.weight", "attention.qkv.weight", COPY, 2),
-    ("attention.self.value.bias", "attention.qkv.bias", COPY, 2),
-    ("attention.output.dense.weight", "attention.output.weight", COPY, None),
-    ("attention.output.dense.bias", "attention.output.bias", COPY, None),
-    ("attention.output.LayerNorm.weight", "attention_layer_norm.weight", COPY, None),
-    ("attention.output.LayerNorm.bias", "attention_layer_norm.bias", COPY, None),
-    ("intermediate.dense.weight", "feedforward.intermediate.weight", COPY, None),
-    ("intermediate.dense.bias", "feedforward.intermediate.bias", COPY, None),
-    ("output.dense.weight", "feedforward.output.weight", COPY, None),
-    ("output.dense.bias", "feedforward.output.bias", COPY, None),
-    ("output.LayerNorm.weight", "feedforward_layer_norm.weight", COPY, None),
-    ("output.LayerNorm.bias", "feedforward_layer_norm.bias", COPY, None),
+    ("attention.self.query.weight", "attention.query.weight", COPY),
+    ("attention.self.query.bias", "attention.query.bias", COPY),
+    ("attention.self.key.weight", "attention.key.weight", COPY),
+    ("attention.self.key.bias", "attention.key.bias", COPY),
+    ("attention.self.value.weight", "attention.value.weight", COPY),
+    ("attention.self.value.bias", "attention.value.bias", COPY),
+    ("attention.output.dense.weight", "attention.output.weight", COPY),
+    ("attention.output.dense.bias", "attention.output.bias", COPY),
+    ("attention.output.LayerNorm.weight", "attention_layer_norm.weight", COPY),
+    ("attention.output.LayerNorm.bias", "attention_layer_norm.bias", COPY),
+    ("intermediate.dense.weight", "feedforward.intermediate.weight", COPY),
+    ("intermediate.dense.bias", "feedforward.intermediate.bias", COPY),
+    ("output.dense.weight", "feedforward.output.weight", COPY),
+    ("output.dense.bias", "feedforward.output.bias", COPY),
+    ("output.LayerNorm.weight", "feedforward_layer_norm.weight", COPY),
+    ("output.LayerNorm.bias", "feedforward_layer_norm.bias", COPY),
 )
 
 
@@ -679,7 +673,7 @@ class TransformersLoader(PresetLoader):
 
     def task_rows(self, task_cls, backbone_config: dict) -> list[Row]:
         rows = [
-            Row(row.source_key, "backbone." + row.model_key, row.transform, row.part, row.parts, row.add)
+            Row(row.source_key, "backbone." + row.model_key, row.transform, add=row.add)
             for row in conversion_rows(backbone_config)
         ]
         return rows + table_rows(task_cls.transformers_head_table)

@@ -18,6 +18,9 @@ from ..backbone import Backbone, RobertaBackbone
 from .. import quantization
 from ..checkpointing import DelegatedCheckpointing
 from ..inputs import _as_tensor, is_packed_input, merge_call_arguments, prepare_inputs, prepare_packed_inputs
+from ..transformers_calls import check_output_hidden_states, check_unsupported_arguments, rename_transformers_inputs
+from ..presets import transformers_format
+from ..transformers_config import TransformersConfig
 from . import loading, saving
 from .outputs import TaskOutput
 
@@ -90,6 +93,12 @@ class Task(DelegatedCheckpointing, nn.Module):
     `TaskOutput` {"loss", "logits"} (tasks/outputs.py) that HF Trainer reads as it is.
     `return_dict=True` (per call, or `model.return_dict = True` for every call, e.g. for
     `Trainer.predict` on data without labels) gives a TaskOutput without labels too.
+    transformers' spellings (`input_ids`, `attention_mask`, `token_type_ids` zeros,
+    `inputs_embeds=None`, `output_attentions` / `output_hidden_states` None or False; see
+    roberta_torch/transformers_calls.py) are accepted, and a call using them returns a
+    TaskOutput, as transformers' models do: what PEFT's PeftModelFor* wrappers and a
+    tokenizer's columns in HF Trainer need. `model.config` describes the task in
+    transformers' terms (roberta_torch/transformers_config.py).
     `gradient_checkpointing_enable()` and friends act on the backbone.
     """
 
@@ -199,20 +208,31 @@ class Task(DelegatedCheckpointing, nn.Module):
 
     # -- helpers ----------------------------------------------------------------------------
 
-    @staticmethod
-    def split_call(inputs, *, extra=(), targets=None, **keywords) -> tuple[dict, dict, dict]:
-        """(backbone inputs, the task's extra inputs, targets) of one call.
+    def split_call(
+        self, inputs, *, extra=(), targets=None, return_dict=None,
+        inputs_embeds=None, output_attentions=None, output_hidden_states=None, **keywords,
+    ) -> tuple[dict, dict, dict, bool]:
+        """(backbone inputs, the task's extra inputs, targets, return_dict) of one call.
 
         The inputs (`keywords`: token_ids, padding_mask, ..., and the task's `extra` names
         such as mask_positions) come as one dict or as keywords, never both
-        (inputs.merge_call_arguments). `targets` ({name: keyword value}, e.g. labels) may be
-        entries of the dict or keywords next to it; the same target twice is a TypeError."""
+        (inputs.merge_call_arguments); transformers' spellings (input_ids, attention_mask,
+        token_type_ids, ...) are aliases (transformers_calls.py). `targets` ({name: keyword
+        value}, e.g. labels) may be entries of the dict or keywords next to it; the same
+        target twice is a TypeError. `return_dict` None becomes `self.return_dict`, or True
+        for a call in transformers' spellings (transformers' models return dicts)."""
+        check_unsupported_arguments(inputs_embeds, output_attentions)
+        check_output_hidden_states(output_hidden_states, type(self).__name__)
         merged = merge_call_arguments(inputs, **keywords)
         if not isinstance(merged, Mapping):
             raise TypeError(
                 f"`inputs` must be a dict {{'token_ids': ..., 'padding_mask': ...}}; got {type(merged).__name__}."
             )
-        merged = dict(merged)
+        merged, transformers_style = rename_transformers_inputs(merged)
+        if return_dict is None:
+            return_dict = self.return_dict or transformers_style
+        if not isinstance(return_dict, bool):
+            raise TypeError(f"`return_dict` must be None or a bool; got {return_dict!r}.")
         targets = dict(targets or {})
         for name in targets:
             if name in merged:
@@ -220,7 +240,7 @@ class Task(DelegatedCheckpointing, nn.Module):
                     raise TypeError(f"`{name}` was given twice: as an entry of `inputs` and as {name}=. Pass it once.")
                 targets[name] = merged.pop(name)
         backbone = {k: v for k, v in merged.items() if k not in extra}
-        return backbone, {k: merged[k] for k in extra if k in merged}, targets
+        return backbone, {k: merged[k] for k in extra if k in merged}, targets, return_dict
 
     def call_shape(self, backbone_inputs) -> tuple[int, tuple]:
         """(batch size, per-token shape: (B, T), or (total,) for a packed batch) from the
@@ -234,16 +254,23 @@ class Task(DelegatedCheckpointing, nn.Module):
             raise ValueError("`token_ids` must be (batch, seq), or (total,) with `cu_seqlens` for a packed batch.")
         return shape
 
-    def task_output(self, return_dict, keras_output, loss=None, **named) -> "torch.Tensor | tuple | TaskOutput":
+    @staticmethod
+    def task_output(return_dict: bool, keras_output, loss=None, **named) -> "torch.Tensor | tuple | TaskOutput":
         """keras_hub's output, or a TaskOutput ({"loss"} when there is one, then `named`)
-        when there is a loss or a dict was asked for."""
-        if return_dict is None:
-            return_dict = self.return_dict
-        if not isinstance(return_dict, bool):
-            raise TypeError(f"`return_dict` must be None or a bool; got {return_dict!r}.")
+        when there is a loss or a dict was asked for (`return_dict` as split_call resolved it)."""
         if loss is None and not return_dict:
             return keras_output
         return TaskOutput(**({} if loss is None else {"loss": loss}), **named)
+
+    @property
+    def config(self) -> TransformersConfig:
+        """The task in transformers' terms (what PEFT and HF Trainer read): the config.json
+        fields of its `RobertaFor*` class; see roberta_torch/transformers_config.py."""
+        fields = transformers_format.transformers_config(self.backbone)
+        fields.update(architectures=[self.transformers_architecture], **saving.label_fields(self))
+        if "id2label" in fields:
+            fields["num_labels"] = len(fields["id2label"])
+        return TransformersConfig.of(self, fields)
 
     @property
     def device(self) -> torch.device:

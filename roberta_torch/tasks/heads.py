@@ -1,6 +1,6 @@
 """The task heads (torch modules) and their conversion tables, as data.
 
-Each table row is (source key, model key, transform, part) like the backbone tables in
+Each table row is (source key, model key, transform) like the backbone tables in
 presets/keras_format.py and presets/transformers_format.py; the model keys are relative to
 the task module (the backbone's tensors live under "backbone."). Reading applies each row's
 transform, writing applies its inverse (presets/mapping.py), so nothing is written twice.
@@ -16,16 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import LAYER_NORM_EPSILON, LayerNorm32, Linear, init_kernel_
+from ..layers import LAYER_NORM_EPSILON, LayerNorm32, Linear, init_kernel_, linear_then
 from ..presets.mapping import COPY, TRANSPOSE
 
 # -- Keras task.weights.h5 -----------------------------------------------------------------
 
 KERAS_TEXT_CLASSIFIER_TABLE = (
-    ("layers/dense/vars/0", "pooled_dense.weight", TRANSPOSE, None),
-    ("layers/dense/vars/1", "pooled_dense.bias", COPY, None),
-    ("layers/dense_1/vars/0", "output_dense.weight", TRANSPOSE, None),
-    ("layers/dense_1/vars/1", "output_dense.bias", COPY, None),
+    ("layers/dense/vars/0", "pooled_dense.weight", TRANSPOSE),
+    ("layers/dense/vars/1", "pooled_dense.bias", COPY),
+    ("layers/dense_1/vars/0", "output_dense.weight", TRANSPOSE),
+    ("layers/dense_1/vars/1", "output_dense.bias", COPY),
 )
 # Every `vars` group keras writes (weightless ones included) with its layer name; "" is the
 # task itself, named by the task (filled in when writing).
@@ -37,11 +37,11 @@ KERAS_TEXT_CLASSIFIER_GROUPS = (
 )
 
 KERAS_MASKED_LM_TABLE = (
-    ("layers/masked_lm_head/_intermediate_dense/vars/0", "lm_head.dense.weight", TRANSPOSE, None),
-    ("layers/masked_lm_head/_intermediate_dense/vars/1", "lm_head.dense.bias", COPY, None),
-    ("layers/masked_lm_head/_intermediate_layer_norm/vars/0", "lm_head.layer_norm.weight", COPY, None),
-    ("layers/masked_lm_head/_intermediate_layer_norm/vars/1", "lm_head.layer_norm.bias", COPY, None),
-    ("layers/masked_lm_head/vars/0", "lm_head.bias", COPY, None),
+    ("layers/masked_lm_head/_intermediate_dense/vars/0", "lm_head.dense.weight", TRANSPOSE),
+    ("layers/masked_lm_head/_intermediate_dense/vars/1", "lm_head.dense.bias", COPY),
+    ("layers/masked_lm_head/_intermediate_layer_norm/vars/0", "lm_head.layer_norm.weight", COPY),
+    ("layers/masked_lm_head/_intermediate_layer_norm/vars/1", "lm_head.layer_norm.bias", COPY),
+    ("layers/masked_lm_head/vars/0", "lm_head.bias", COPY),
 )
 KERAS_MASKED_LM_GROUPS = (
     ("layers/input_layer_2", "mask_positions"),
@@ -53,17 +53,17 @@ KERAS_MASKED_LM_GROUPS = (
 # -- transformers ----------------------------------------------------------------------------
 
 TRANSFORMERS_TEXT_CLASSIFIER_TABLE = (
-    ("classifier.dense.weight", "pooled_dense.weight", COPY, None),
-    ("classifier.dense.bias", "pooled_dense.bias", COPY, None),
-    ("classifier.out_proj.weight", "output_dense.weight", COPY, None),
-    ("classifier.out_proj.bias", "output_dense.bias", COPY, None),
+    ("classifier.dense.weight", "pooled_dense.weight", COPY),
+    ("classifier.dense.bias", "pooled_dense.bias", COPY),
+    ("classifier.out_proj.weight", "output_dense.weight", COPY),
+    ("classifier.out_proj.bias", "output_dense.bias", COPY),
 )
 TRANSFORMERS_MASKED_LM_TABLE = (
-    ("lm_head.dense.weight", "lm_head.dense.weight", COPY, None),
-    ("lm_head.dense.bias", "lm_head.dense.bias", COPY, None),
-    ("lm_head.layer_norm.weight", "lm_head.layer_norm.weight", COPY, None),
-    ("lm_head.layer_norm.bias", "lm_head.layer_norm.bias", COPY, None),
-    ("lm_head.bias", "lm_head.bias", COPY, None),
+    ("lm_head.dense.weight", "lm_head.dense.weight", COPY),
+    ("lm_head.dense.bias", "lm_head.dense.bias", COPY),
+    ("lm_head.layer_norm.weight", "lm_head.layer_norm.weight", COPY),
+    ("lm_head.layer_norm.bias", "lm_head.layer_norm.bias", COPY),
+    ("lm_head.bias", "lm_head.bias", COPY),
 )
 # transformers ties these to the word embeddings and to lm_head.bias; when a file stores
 # them they are checked equal to what they are tied to (tasks/loading.py), never dropped.
@@ -72,12 +72,12 @@ TRANSFORMERS_MASKED_LM_TIED = {
     "lm_head.decoder.bias": "lm_head.bias",
 }
 TRANSFORMERS_TOKEN_CLASSIFIER_TABLE = (
-    ("classifier.weight", "classifier.weight", COPY, None),
-    ("classifier.bias", "classifier.bias", COPY, None),
+    ("classifier.weight", "classifier.weight", COPY),
+    ("classifier.bias", "classifier.bias", COPY),
 )
 TRANSFORMERS_QUESTION_ANSWERER_TABLE = (
-    ("qa_outputs.weight", "qa_outputs.weight", COPY, None),
-    ("qa_outputs.bias", "qa_outputs.bias", COPY, None),
+    ("qa_outputs.weight", "qa_outputs.weight", COPY),
+    ("qa_outputs.bias", "qa_outputs.bias", COPY),
 )
 
 
@@ -112,7 +112,7 @@ class MaskedLMHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(vocabulary_size))
 
     def forward(self, x: torch.Tensor, token_embedding: torch.Tensor) -> torch.Tensor:
-        x = self.layer_norm(self.dense(x, activation="gelu"))  # (..., H)
+        x = self.layer_norm(linear_then(self.dense, x, activation="gelu"))  # (..., H)
         return F.linear(x, token_embedding.to(x.dtype), self.bias.to(x.dtype))  # (..., V)
 
 

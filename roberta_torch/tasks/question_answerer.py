@@ -51,9 +51,18 @@ class RobertaQuestionAnswerer(Task):
         start_positions=None,
         end_positions=None,
         return_dict=None,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        inputs_embeds=None,
+        output_attentions=None,
+        output_hidden_states=None,
     ):
-        backbone_inputs, _, targets = self.split_call(
+        backbone_inputs, _, targets, return_dict = self.split_call(
             inputs, token_ids=token_ids, padding_mask=padding_mask, position_ids=position_ids,
+            return_dict=return_dict, input_ids=input_ids, attention_mask=attention_mask,
+            token_type_ids=token_type_ids, inputs_embeds=inputs_embeds, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
             cu_seqlens=cu_seqlens, max_seqlen=max_seqlen,
             targets={"labels": labels, "start_positions": start_positions, "end_positions": end_positions},
         )

@@ -141,9 +141,9 @@ def _save_keras_preprocessor(task, directory: pathlib.Path) -> dict | None:
 # -- transformers -----------------------------------------------------------------------------
 
 
-def transformers_config_fields(task) -> dict:
-    """The config.json fields a task adds to its backbone's (labels, problem type, ...)."""
-    backbone = task.backbone
+def label_fields(task) -> dict:
+    """The config.json fields a classifier adds to its backbone's (labels, problem type, ...);
+    none for the other tasks."""
     config = {}
     if task.task_kind in ("text_classifier", "token_classifier"):
         id2label = task.id2label or {i: f"LABEL_{i}" for i in range(task.num_classes)}
@@ -152,6 +152,15 @@ def transformers_config_fields(task) -> dict:
         config["classifier_dropout"] = task.dropout
         if task.problem_type is not None:
             config["problem_type"] = task.problem_type
+    return config
+
+
+def transformers_config_fields(task) -> dict:
+    """The config.json fields a task adds to its backbone's; a ValueError for a classifier head
+    transformers cannot represent."""
+    backbone = task.backbone
+    config = label_fields(task)
+    if task.task_kind in ("text_classifier", "token_classifier"):
         not_transformers = task.task_kind == "text_classifier" and (
             task.hidden_dim != backbone.hidden_dim or task.activation != "linear"
         )

@@ -100,6 +100,12 @@ class RobertaTextClassifier(Task):
         max_seqlen=None,
         labels=None,
         return_dict=None,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        inputs_embeds=None,
+        output_attentions=None,
+        output_hidden_states=None,
     ):
         """inputs: {"token_ids", "padding_mask"} (batch, seq), or a packed batch
         {"token_ids": (total,), "cu_seqlens": (batch + 1,)} (each sequence's first token is
@@ -108,8 +114,11 @@ class RobertaTextClassifier(Task):
         With `labels` ((batch,) class ids, (batch,) floats for num_classes == 1, or (batch,
         num_classes) 0/1 floats for multi-label; see `problem_type`) -> TaskOutput(loss, logits).
         """
-        backbone_inputs, _, targets = self.split_call(
+        backbone_inputs, _, targets, return_dict = self.split_call(
             inputs, token_ids=token_ids, padding_mask=padding_mask, position_ids=position_ids,
+            return_dict=return_dict, input_ids=input_ids, attention_mask=attention_mask,
+            token_type_ids=token_type_ids, inputs_embeds=inputs_embeds, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
             cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, targets={"labels": labels},
         )
         labels = targets["labels"]

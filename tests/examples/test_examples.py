@@ -86,7 +86,7 @@ def test_fine_tune_learns_and_saves_a_loadable_task_preset(tmp_path):
     original = roberta_torch.Backbone.from_preset("roberta_tiny_random")
     assert tuned.get_config() == original.get_config()
     changed = [k for k, v in tuned.state_dict().items() if not torch.equal(v, original.state_dict()[k])]
-    assert "token_embedding.weight" in changed and "layers.1.attention.qkv.weight" in changed
+    assert "token_embedding.weight" in changed and "layers.1.attention.query.weight" in changed
     batch = roberta_torch.Preprocessor.from_preset(str(save))(["Heavy rain is expected tomorrow."])
     assert tuned(batch).shape == (1, batch["token_ids"].shape[1], 32)
     # The reloaded classifier's predictions (printed by the script) are this file's; keras_hub

@@ -44,3 +44,25 @@ def test_lightning_example_bf16_mixed_checkpoints_restore_and_resume(tmp_path):
     assert "resumed at step 22, now at step 33" in stdout
     state = torch.load(checkpoints / "last.ckpt", weights_only=True)["state_dict"]  # a plain state dict
     assert "model.backbone.token_embedding.weight" in state and "model.output_dense.weight" in state
+
+
+def test_peft_lora_example_trains_merges_saves_and_reloads(tmp_path):
+    import json
+
+    import roberta_torch
+
+    save, adapter = tmp_path / "merged", tmp_path / "adapter"
+    stdout = run(
+        [EXAMPLES / "fine_tune_peft.py", "--steps", "40", "--save", save, "--adapter", adapter],
+        timeout=300, OMP_NUM_THREADS="1",
+    )
+    assert "LoRA r=8 on ['query', 'value'], head in modules_to_save" in stdout  # PEFT's RoBERTa defaults
+    first, last = map(float, re.search(r"trained 40 steps; loss ([0-9.]+) -> ([0-9.]+)", stdout).groups())
+    assert last < first, stdout
+    error = float(re.search(r"merged: RobertaTextClassifier, relative difference to the adapter's outputs ([0-9.e+-]+)", stdout).group(1))
+    assert error < 1e-5, stdout
+    assert "reloaded, same outputs: True" in stdout
+    reloaded = roberta_torch.Task.from_preset(str(save))
+    assert isinstance(reloaded, roberta_torch.RobertaTextClassifier) and not any("lora" in k for k in reloaded.state_dict())
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["modules_to_save"] == ["classifier"] and config["task_type"] == "SEQ_CLS"

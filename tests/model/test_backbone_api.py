@@ -52,7 +52,7 @@ def test_initializers_follow_keras():
     assert abs(emb.std().item() - 0.0176) < 0.002  # trunc normal(0.02) at 2 sigma has std 0.88*0.02
     assert emb.abs().max().item() <= 0.04 + 1e-6
     layer = model.layers[0]
-    assert torch.count_nonzero(layer.attention.qkv.bias) == 0
+    assert torch.count_nonzero(layer.attention.query.bias) == 0
     assert torch.all(layer.attention_layer_norm.weight == 1)
 
 
@@ -132,7 +132,9 @@ def _call(model, **inputs):
         (dict(token_ids=torch.ones(2, 4, dtype=torch.long), padding_mask=torch.full((2, 4), 0.5)), ValueError, "0 or 1"),
         (dict(token_ids="hello"), TypeError, "token_ids"),
         (dict(padding_mask=torch.ones(2, 4)), ValueError, "token_ids"),
-        (dict(token_ids=torch.ones(2, 4, dtype=torch.long), attention_mask=torch.ones(2, 4)), ValueError, "unknown keys"),
+        # attention_mask is transformers' alias of padding_mask (transformers_calls.py); typos are not.
+        (dict(token_ids=torch.ones(2, 4, dtype=torch.long), attention_masks=torch.ones(2, 4)), ValueError, "unknown keys"),
+        (dict(token_ids=torch.ones(2, 4, dtype=torch.long), input_ids=torch.ones(2, 4, dtype=torch.long)), ValueError, "Both"),
     ],
 )
 def test_call_errors(inputs, error, words):

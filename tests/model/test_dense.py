@@ -64,7 +64,7 @@ def test_switch_and_model_level_equality():
         with torch.no_grad(), dispatch.override(dense_epilogue="fused" if name == "fused" else None):
             outputs[name] = model({"token_ids": ids, "padding_mask": mask})
 
-    assert fused_linear_calls(lambda: run("fused")) == 2 * 4  # 4 dense layers per encoder layer
+    assert fused_linear_calls(lambda: run("fused")) == 2 * 6  # 6 dense layers per encoder layer
     previous = dense.set_onednn_enabled(False)
     try:
         assert fused_linear_calls(lambda: run("plain")) == 0

@@ -51,9 +51,9 @@ def test_fresh_models_get_keras_initializers():
     backbone = roberta_torch.RobertaBackbone(vocabulary_size=5000, num_layers=2, num_heads=2, hidden_dim=64,
                                              intermediate_dim=128)
     for name, tensor in [("token", backbone.token_embedding.weight), ("position", backbone.position_embedding.weight),
-                         ("qkv", backbone.layers[0].attention.qkv.weight)]:
+                         ("query", backbone.layers[0].attention.query.weight)]:
         assert tensor.abs().max() <= 2 * STD and abs(tensor.std().item() - TRUNCATED_STD) < 0.05 * TRUNCATED_STD, name
-    assert not backbone.layers[0].attention.qkv.bias.any()
+    assert not backbone.layers[0].attention.query.bias.any()
 
 
 def test_models_loaded_from_presets_initialize_nothing(monkeypatch):

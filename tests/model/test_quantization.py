@@ -210,7 +210,7 @@ def test_save_to_preset_refuses_and_state_dict_round_trips(tmp_path):
         expected = model(inputs)
     torch.save(model.state_dict(), tmp_path / "int8.pt")
     state = torch.load(tmp_path / "int8.pt", weights_only=True)
-    assert state["layers.0.attention.qkv.weight_int8"].dtype == torch.int8
+    assert state["layers.0.attention.query.weight_int8"].dtype == torch.int8
     other = tiny_backbone(seed=5).quantize("int8")  # different weights until loaded
     with torch.no_grad():
         assert not torch.equal(other(inputs), expected)
