@@ -21,13 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import quantization
 from ..embedding import batching, prompts as prompt_rules
 from ..preprocessor import Preprocessor
+from ..presets.cross_encoder_config import CrossEncoderConfig
 from ..presets.preset import open_preset
 from ..tasks.base import Task
 from ..tasks.text_classifier import RobertaTextClassifier
 from ..tokenizers.base import Tokenizer
-from ..presets.cross_encoder_config import CrossEncoderConfig
+from .saving import save_cross_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +166,17 @@ class CrossEncoder(nn.Module):
         tokenizer = Tokenizer.from_preset(preset)
         model = cls(classifier, tokenizer, config)
         return model.eval()
+
+    def save_to_preset(self, directory, format: str = "sentence-transformers", *, overwrite: bool = False):
+        """Write what sentence-transformers' `CrossEncoder.save` writes (the classifier as a
+        transformers checkpoint, its tokenizer with the max length, the activation and prompts;
+        reranking/saving.py): `sentence_transformers.CrossEncoder(directory)` and
+        `CrossEncoder.from_preset(directory)` load it and give the same scores. Staged and
+        renamed into place; `overwrite=True` replaces a non-empty directory. A callable
+        activation, a classifier head transformers cannot hold, and an int8-quantized model
+        are refused (ValueError) before anything is written."""
+        quantization.refuse_if_quantized(self, "CrossEncoder.save_to_preset")
+        return save_cross_encoder(self, directory, format=format, overwrite=overwrite)
 
     # -- properties ---------------------------------------------------------------------------
 
