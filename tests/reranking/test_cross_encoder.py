@@ -14,6 +14,7 @@ import torch
 import roberta_torch
 from helpers.cross_encoder_dirs import DOCUMENTS, PAIRS, QUERY, classifier_dir, cross_encoder_dir
 from helpers.paths import TINY_PRESET
+from roberta_torch.presets.preset import open_preset
 
 st = pytest.importorskip("sentence_transformers")  # the reference, and the writer of its directories
 ATOL = 1e-5
@@ -245,6 +246,8 @@ def test_save_to_preset_loads_in_sentence_transformers(tmp_path, model_type, num
     assert type(theirs.activation_fn).__name__.lower() == ours.activation_name
     expected = ours.predict(PAIRS)
     np.testing.assert_allclose(theirs.predict(PAIRS), expected, atol=ATOL)
+    config = open_preset(saved).loader.cross_encoder_config()  # what from_preset reads
+    assert (config.activation, config.max_length, config.prompts) == (ours.activation_name, 20, prompts or {})
     back = roberta_torch.CrossEncoder.from_preset(saved)
     assert (back.activation_name, back.max_length, back.prompts) == (ours.activation_name, 20, prompts or {})
     np.testing.assert_allclose(back.predict(PAIRS), expected, atol=ATOL)
