@@ -133,6 +133,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _stat(pid) -> tuple[int, float] | None:
+    """(parent pid, user + system CPU seconds) of a live process, from /proc."""
+    try:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of process `root` and all its live descendants."""
+    stats = {}
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _stat(entry.name)
+            if stat is not None:
+                stats[int(entry.name)] = stat
+    total, frontier = 0.0, [root]
+    while frontier:
+        pid = frontier.pop()
+        if pid in stats:
+            total += stats[pid][1]
+            frontier.extend(child for child, (parent, _) in stats.items() if parent == pid)
+    return total
+
+
 class Server:
     def __init__(self, name: str, command: list[str], port: int, path: str, env: dict | None = None):
         self.name, self.port, self.path = name, port, path
@@ -158,9 +184,9 @@ class Server:
         raise RuntimeError(f"{self.name} did not start; its log:\n{pathlib.Path(self.log.name).read_text()[-3000:]}")
 
     def cpu_seconds(self) -> float:
-        """CPU time (user + system, every thread) the server process has used so far."""
-        fields = pathlib.Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time (user + system, every thread) the server has used so far: its process and
+        every process below it (uvicorn's `--workers` children)."""
+        return tree_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -186,6 +212,7 @@ def start_servers(args, directory: pathlib.Path, model_name: str) -> list[Server
                 command += ["--device", args.device]
             if args.dtype != "float32":
                 command += ["--dtype", args.dtype]
+            command += args.serve_args.split()
             servers.append(Server(name, command, port, "/v1/embeddings", {**env, "PYTHONPATH": str(REPO)}))
         elif name in ("sentence_transformers", "sentence_transformers_threads"):
             command = [sys.executable, __file__, "--serve-st", str(directory), "--port", str(port),
@@ -321,6 +348,7 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="roberta_torch's")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads per server")
     parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--serve-args", default="", help="more `roberta-torch serve` options, e.g. '--workers 2'")
     parser.add_argument("--infinity-python", help="a Python with infinity-emb[server] installed")
     parser.add_argument("--startup-timeout", type=float, default=300)
     parser.add_argument("--out", type=pathlib.Path)

@@ -21,14 +21,14 @@ import torch
 from torch import nn
 
 from .. import text_inputs
-from ..backbone import PADDING_FREE_MIN_PADDING_FRACTION, Backbone
+from ..backbone import Backbone
 from ..presets import registry
 from .. import quantization
 from ..presets.preset import open_preset
 from ..presets.embedding_config import EmbeddingConfig
 from ..presets.sentence_transformers_format import save_embedder
 from ..tokenizers.base import Tokenizer, canonicalize_texts
-from . import batching
+from . import batching, prompts as prompt_rules
 from .bge_m3 import BGEM3Heads, hybrid_scores, colbert_score, lexical_matching_score, lexical_weights
 from .pooling import check_pooling_modes, pool
 
@@ -36,13 +36,6 @@ logger = logging.getLogger(__name__)
 
 CONVERT_TO_CHOICES = ("numpy", "torch")
 PRECISION_CHOICES = ("float32", "int8", "uint8", "binary", "ubinary")
-# Show a progress bar by default from this many texts on.
-PROGRESS_BAR_MIN_TEXTS = 1024
-# On CPU, one masked SDPA call over a batch costs about a third of the per-sequence calls of the
-# padding-free path (measured: benchmarks/README.md), while the dense layers gain little from
-# skipping a few percent of padding. So CPU batches are cut where more than this fraction would
-# be padding: below the backbone's padding-free threshold, they take the padded path.
-CPU_MAX_PADDING_FRACTION = 0.8 * PADDING_FREE_MIN_PADDING_FRACTION
 
 
 class TextEmbedder(nn.Module):
@@ -104,9 +97,7 @@ class TextEmbedder(nn.Module):
         if max_seq_length is not None:
             config.max_seq_length = batching.check_positive_int(max_seq_length, "max_seq_length")
         if prompts is not None:
-            if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
-                raise TypeError(f"`prompts` must be a dict of name -> str; got {prompts!r}.")
-            config.prompts = dict(prompts)
+            config.prompts = prompt_rules.check_prompts(prompts)
         encoder = loader.encoder()  # the preset itself, or a sentence-transformers module's folder
         backbone = Backbone.from_preset(encoder, **backbone_kwargs)
         tokenizer = Tokenizer.from_preset(encoder)
@@ -151,23 +142,6 @@ class TextEmbedder(nn.Module):
 
     # -- tokenization -------------------------------------------------------------------------
 
-    def _prompt(self, prompt_name: str | None, prompt: str | None) -> str | None:
-        if prompt is not None:
-            if not isinstance(prompt, str):
-                raise TypeError(f"`prompt` must be a str; got {type(prompt).__name__}.")
-            if prompt_name is not None:
-                logger.warning("Both `prompt` and `prompt_name` given: using `prompt`.")
-            return prompt
-        name = prompt_name if prompt_name is not None else self.config.default_prompt_name
-        if name is None:
-            return None
-        if name not in self.config.prompts:
-            raise ValueError(
-                f"Unknown `prompt_name` {name!r}; this model's prompts are {sorted(self.config.prompts)} "
-                "(or pass `prompt=` with the text to prepend)."
-            )
-        return self.config.prompts[name]
-
     def _rows(self, texts: list[str]) -> list[list[int]]:
         # <s> ids </s>, at most max_seq_length ids, as sentence-transformers truncates.
         return text_inputs.encode_segments(self.tokenizer, [texts], self.config.max_seq_length)
@@ -191,29 +165,12 @@ class TextEmbedder(nn.Module):
     # -- the batch loop -----------------------------------------------------------------------
 
     def _batches(self, rows, batch_size, max_tokens_per_batch, show_progress_bar, max_padding_fraction="auto"):
-        """Yield (indices, inputs, hidden) per length-sorted batch, under inference mode."""
-        batch_size = batching.check_positive_int(batch_size, "batch_size")
-        max_tokens_per_batch = batching.check_positive_int(max_tokens_per_batch, "max_tokens_per_batch", allow_none=True)
-        max_padding = batching.resolve_max_padding_fraction(max_padding_fraction, self.device, CPU_MAX_PADDING_FRACTION)
-        groups = batching.length_sorted_batches([len(r) for r in rows], batch_size, max_tokens_per_batch, max_padding)
-        if show_progress_bar is None:
-            show_progress_bar = len(rows) >= PROGRESS_BAR_MIN_TEXTS
-        progress = None
-        if show_progress_bar:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(total=len(rows), desc="Embedding", unit="text")
-        device = self.device
-        try:
-            with torch.inference_mode():
-                for indices in groups:
-                    inputs = text_inputs.pad_rows([rows[i] for i in indices], self.tokenizer.pad_token_id, device=device)
-                    yield indices, inputs, self.backbone(inputs)
-                    if progress is not None:
-                        progress.update(len(indices))
-        finally:
-            if progress is not None:
-                progress.close()
+        """(indices, inputs, hidden) per length-sorted batch (batching.run_batches)."""
+        return batching.run_batches(
+            rows, self.backbone, pad_token_id=self.tokenizer.pad_token_id, device=self.device, batch_size=batch_size,
+            max_tokens_per_batch=max_tokens_per_batch, max_padding_fraction=max_padding_fraction,
+            show_progress_bar=show_progress_bar, description="Embedding", unit="text",
+        )
 
     # -- dense embeddings ---------------------------------------------------------------------
 
@@ -240,7 +197,7 @@ class TextEmbedder(nn.Module):
             raise ValueError(f"`precision` must be one of {PRECISION_CHOICES}; got {precision!r}.")
         if normalize is not None and not isinstance(normalize, bool):
             raise TypeError(f"`normalize` must be None or a bool; got {normalize!r}.")
-        rows, prompt_length = self.tokenize(texts, self._prompt(prompt_name, prompt))
+        rows, prompt_length = self.tokenize(texts, self.resolve_prompt(prompt_name, prompt))
         embeddings = self.embed_rows(rows, prompt_length, normalize=normalize, batch_size=batch_size,
                                      max_tokens_per_batch=max_tokens_per_batch, show_progress_bar=show_progress_bar)
         if precision != "float32":
@@ -253,7 +210,7 @@ class TextEmbedder(nn.Module):
     def resolve_prompt(self, prompt_name: str | None = None, prompt: str | None = None) -> str | None:
         """The text `encode(prompt_name=..., prompt=...)` prepends (the model's default prompt when
         neither is given), or None; ValueError for an unknown prompt name."""
-        return self._prompt(prompt_name, prompt)
+        return prompt_rules.resolve_prompt(self.config.prompts, self.config.default_prompt_name, prompt_name, prompt)
 
     def embed_rows(self, rows: list[list[int]], prompt_lengths=0, *, normalize: bool | None = None,
                    batch_size: int = 32, max_tokens_per_batch: int | None = None,

@@ -14,6 +14,8 @@ in the manner of keras_hub's PresetLoader / KerasPresetLoader / TransformersPres
     tokenizer    tokenizer_spec() -> tokenizer_files.TokenizerSpec; preprocessor_config()
     embedder     encoder() (the preset holding the encoder and its tokenizer),
                  embedding_config(builtin name), bge_m3_heads(hidden_dim)
+    reranker     cross_encoder_config() (activation, max length, prompts; the model
+                 and tokenizer come from encoder())
 
 Files are read only through `self.preset.file(...)` / `.json(...)`. Model and tokenizer
 classes are handed in by the callers (`Backbone.from_preset`, `Task.from_preset`, ...);
@@ -201,3 +203,46 @@ class PresetLoader:
         """bge-m3's sparse and ColBERT heads (bge_m3_files.read_heads), or None. Only
         transformers checkpoints and sentence-transformers directories carry them."""
         return None
+
+    # -- cross-encoder (reranker) ----------------------------------------------------------------
+
+    def cross_encoder_config(self):
+        """How a sequence classifier's logits become reranking scores (cross_encoder_config.py
+        lists the files): the activation, max length and prompts sentence-transformers'
+        CrossEncoder would use; defaults where the preset says nothing."""
+        from .cross_encoder_config import CrossEncoderConfig, activation_name, checked_length, NO_LENGTH_LIMIT
+
+        config = CrossEncoderConfig()
+        encoder = self.encoder()
+        settings = self.preset.json(names.ST_CONFIG_FILE) or {}
+        where = f"{names.ST_CONFIG_FILE} of {self.preset.handle}"
+        config.activation = activation_name(settings.get("activation_fn"), where)
+        if config.activation is None:
+            raw = encoder.raw_config
+            nested = raw.get("sentence_transformers")
+            legacy = nested.get("activation_fn") if isinstance(nested, dict) else None
+            legacy = legacy if legacy is not None else raw.get("sbert_ce_default_activation_function")
+            config.activation = activation_name(legacy, f"{names.CONFIG_FILE} of {encoder.handle}")
+        prompts = settings.get("prompts") or {}
+        if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+            raise ValueError(f"`prompts` in {where!r} must map names to strings; got {prompts!r}.")
+        config.prompts = dict(prompts)
+        config.default_prompt_name = settings.get("default_prompt_name")
+        if config.default_prompt_name is not None and config.default_prompt_name not in prompts:
+            raise ValueError(
+                f"default_prompt_name {config.default_prompt_name!r} in {where!r} is not one of {sorted(prompts)}."
+            )
+        # sentence-transformers' order: the module's max_seq_length, else the tokenizer's
+        # model_max_length; keras presets: the preprocessor's sequence_length.
+        module_settings = encoder.json(names.ST_SENTENCE_BERT_CONFIG) or {}
+        length = checked_length(module_settings.get("max_seq_length"), f"{names.ST_SENTENCE_BERT_CONFIG} of {encoder.handle}")
+        if length is None:
+            model_max_length = (encoder.json(names.HF_TOKENIZER_CONFIG) or {}).get("model_max_length")
+            if isinstance(model_max_length, (int, float)) and model_max_length >= NO_LENGTH_LIMIT:
+                model_max_length = None
+            length = checked_length(model_max_length, f"{names.HF_TOKENIZER_CONFIG} of {encoder.handle}")
+        if length is None:
+            length = checked_length((self.preprocessor_config() or {}).get("sequence_length"),
+                                    f"{names.KERAS_PREPROCESSOR_FILE} of {self.preset.handle}")
+        config.max_length = length
+        return config

@@ -116,14 +116,30 @@ class SentenceTransformersLoader(PresetLoader):
         """bge-m3's heads lie at the top of the directory (FlagEmbedding's layout)."""
         return bge_m3_files.read_heads(self.preset, hidden_dim)
 
+    def cross_encoder_config(self):
+        """A CrossEncoder directory holds one module, the Transformer (a sequence classifier);
+        anything more is an embedding model or a pipeline we do not implement."""
+        kinds = [str(m["type"]).rsplit(".", 1)[-1] for m in self._checked_modules()]
+        if kinds != ["Transformer"]:
+            raise ValueError(
+                f"{names.ST_MODULES_FILE!r} of {self.preset.handle} lists the modules {kinds}; roberta_torch's "
+                "CrossEncoder reads a single Transformer module (a RoBERTa / XLM-R sequence classifier), as "
+                "sentence-transformers saves rerankers."
+            )
+        return super().cross_encoder_config()
+
+    def _checked_modules(self) -> list:
+        modules = self.modules
+        if not isinstance(modules, list) or not all(isinstance(m, dict) and "type" in m for m in modules):
+            raise ValueError(f"{str(self.preset.file(names.ST_MODULES_FILE))!r} must be a list of {{'type', 'path', ...}} objects.")
+        return modules
+
     # -- the embedder ---------------------------------------------------------------------------
 
     def embedding_config(self, builtin_name: str | None = None) -> EmbeddingConfig:
         """What the directory says (a builtin name changes nothing: the files are exact)."""
         modules_path = self.preset.file(names.ST_MODULES_FILE)
-        modules = self.modules
-        if not isinstance(modules, list) or not all(isinstance(m, dict) and "type" in m for m in modules):
-            raise ValueError(f"{str(modules_path)!r} must be a list of {{'type', 'path', ...}} objects.")
+        modules = self._checked_modules()
         config = EmbeddingConfig(pooling=())
         kinds = []
         for module in sorted(modules, key=lambda m: m.get("idx", 0) if isinstance(m.get("idx", 0), int) else 0):

@@ -1,6 +1,7 @@
-"""Cross-encoder rerankers on the text classifier: CrossEncoder, its preset files."""
+"""Cross-encoder rerankers on the text classifier: CrossEncoder (its settings are read by the
+preset loaders: `PresetLoader.cross_encoder_config()`)."""
 
+from ..presets.cross_encoder_config import CrossEncoderConfig
 from .cross_encoder import CrossEncoder, canonicalize_pairs, ranking
-from .cross_encoder_files import CrossEncoderConfig, read_cross_encoder_config
 
-__all__ = ["CrossEncoder", "CrossEncoderConfig", "read_cross_encoder_config", "canonicalize_pairs", "ranking"]
+__all__ = ["CrossEncoder", "CrossEncoderConfig", "canonicalize_pairs", "ranking"]

@@ -21,20 +21,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import text_inputs
-from ..embedding import batching
-from ..embedding.text_embedder import CPU_MAX_PADDING_FRACTION, PROGRESS_BAR_MIN_TEXTS
+from .. import quantization
+from ..embedding import batching, prompts as prompt_rules
 from ..preprocessor import Preprocessor
+from ..presets.cross_encoder_config import CrossEncoderConfig
 from ..presets.preset import open_preset
 from ..tasks.base import Task
 from ..tasks.text_classifier import RobertaTextClassifier
 from ..tokenizers.base import Tokenizer
-from .cross_encoder_files import CrossEncoderConfig, read_cross_encoder_config
+from .saving import save_cross_encoder
 
 logger = logging.getLogger(__name__)
 
 CONVERT_TO_CHOICES = ("numpy", "torch")
-# Activations by name (what sentence-transformers' files name, see cross_encoder_files.py).
+# Activations by name (what sentence-transformers' files name, see presets/cross_encoder_config.py).
 # Softmax over the labels, as torch.nn.Softmax() picks dim 1 for (batch, labels) logits.
 ACTIVATIONS = {
     "sigmoid": torch.sigmoid,
@@ -139,18 +139,15 @@ class CrossEncoder(nn.Module):
         `max_length` and `prompts` override what the preset says; `backbone_kwargs` (dtype,
         device, attention_backend, ...) go to the model loader.
         """
-        preset = open_preset(preset, allow_pickle=allow_pickle)  # resolved once, for every file below
-        config = read_cross_encoder_config(preset)
-        if config.model_subfolder:
-            preset = preset.subpreset(config.model_subfolder)
+        loader = open_preset(preset, allow_pickle=allow_pickle).loader  # resolved once, for every file below
+        config = loader.cross_encoder_config()
+        preset = loader.encoder()  # the preset itself, or a sentence-transformers module's folder
         if activation_fn is not None:
             config.activation = activation_fn
         if max_length is not None:
             config.max_length = batching.check_positive_int(max_length, "max_length")
         if prompts is not None:
-            if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
-                raise TypeError(f"`prompts` must be a dict of name -> str; got {prompts!r}.")
-            config.prompts = dict(prompts)
+            config.prompts = prompt_rules.check_prompts(prompts)
         try:
             classifier = Task.from_preset(preset, allow_pickle=allow_pickle, **backbone_kwargs)
         except ValueError as error:
@@ -169,6 +166,17 @@ class CrossEncoder(nn.Module):
         tokenizer = Tokenizer.from_preset(preset)
         model = cls(classifier, tokenizer, config)
         return model.eval()
+
+    def save_to_preset(self, directory, format: str = "sentence-transformers", *, overwrite: bool = False):
+        """Write what sentence-transformers' `CrossEncoder.save` writes (the classifier as a
+        transformers checkpoint, its tokenizer with the max length, the activation and prompts;
+        reranking/saving.py): `sentence_transformers.CrossEncoder(directory)` and
+        `CrossEncoder.from_preset(directory)` load it and give the same scores. Staged and
+        renamed into place; `overwrite=True` replaces a non-empty directory. A callable
+        activation, a classifier head transformers cannot hold, and an int8-quantized model
+        are refused (ValueError) before anything is written."""
+        quantization.refuse_if_quantized(self, "CrossEncoder.save_to_preset")
+        return save_cross_encoder(self, directory, format=format, overwrite=overwrite)
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -193,21 +201,7 @@ class CrossEncoder(nn.Module):
     def resolve_prompt(self, prompt_name: str | None = None, prompt: str | None = None) -> str | None:
         """The text prepended to the first text of every pair (sentence-transformers' rule:
         `prompt`, else the named prompt, else the model's default prompt), or None."""
-        if prompt is not None:
-            if not isinstance(prompt, str):
-                raise TypeError(f"`prompt` must be a str; got {type(prompt).__name__}.")
-            if prompt_name is not None:
-                logger.warning("Both `prompt` and `prompt_name` given: using `prompt`.")
-            return prompt
-        name = prompt_name if prompt_name is not None else self.config.default_prompt_name
-        if name is None:
-            return None
-        if name not in self.config.prompts:
-            raise ValueError(
-                f"Unknown `prompt_name` {name!r}; this model's prompts are {sorted(self.config.prompts)} "
-                "(or pass `prompt=` with the text to prepend)."
-            )
-        return self.config.prompts[name]
+        return prompt_rules.resolve_prompt(self.config.prompts, self.config.default_prompt_name, prompt_name, prompt)
 
     def tokenize(self, pairs: list[tuple[str, str]], prompt: str | None = None) -> list[list[int]]:
         """(a, b) pairs -> packed token-id rows `<s> a </s></s> b </s>`, truncated longest first."""
@@ -231,33 +225,18 @@ class CrossEncoder(nn.Module):
             _, activation = resolve_activation(activation_fn, self.num_labels)
         if not isinstance(apply_softmax, bool):
             raise TypeError(f"`apply_softmax` must be a bool; got {apply_softmax!r}.")
-        batch_size = batching.check_positive_int(batch_size, "batch_size")
-        max_tokens_per_batch = batching.check_positive_int(max_tokens_per_batch, "max_tokens_per_batch", allow_none=True)
         device = self.device
-        max_padding = batching.resolve_max_padding_fraction(max_padding_fraction, device, CPU_MAX_PADDING_FRACTION)
-        groups = batching.length_sorted_batches([len(r) for r in rows], batch_size, max_tokens_per_batch, max_padding)
-        if show_progress_bar is None:
-            show_progress_bar = len(rows) >= PROGRESS_BAR_MIN_TEXTS
-        progress = None
-        if show_progress_bar:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(total=len(rows), desc="Scoring", unit="pair")
+        batches = batching.run_batches(
+            rows, self.classifier, pad_token_id=self.tokenizer.pad_token_id, device=device, batch_size=batch_size,
+            max_tokens_per_batch=max_tokens_per_batch, max_padding_fraction=max_padding_fraction,
+            show_progress_bar=show_progress_bar, description="Scoring", unit="pair",
+        )
         scores = torch.empty((len(rows), self.num_labels), dtype=torch.float32, device=device)
-        try:
-            with torch.inference_mode():
-                for indices in groups:
-                    inputs = text_inputs.pad_rows([rows[i] for i in indices], self.tokenizer.pad_token_id, device=device)
-                    logits = self.classifier(inputs).float()  # (B, num_labels)
-                    logits = activation(logits)
-                    if apply_softmax and self.num_labels > 1:
-                        logits = torch.softmax(logits, dim=-1)
-                    scores[torch.tensor(indices, device=device)] = logits
-                    if progress is not None:
-                        progress.update(len(indices))
-        finally:
-            if progress is not None:
-                progress.close()
+        for indices, _, logits in batches:
+            logits = activation(logits.float())  # (B, num_labels)
+            if apply_softmax and self.num_labels > 1:
+                logits = torch.softmax(logits, dim=-1)
+            scores[torch.tensor(indices, device=device)] = logits
         return scores[:, 0] if self.num_labels == 1 else scores
 
     def predict(self, pairs, batch_size: int = 32, max_tokens_per_batch: int | None = None, activation_fn=None,

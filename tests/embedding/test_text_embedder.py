@@ -110,6 +110,36 @@ def test_length_sorted_batches_respect_both_budgets():
         assert 1 - sum(lengths[i] for i in batch) / (len(batch) * lengths[batch[0]]) <= 0.25
 
 
+def test_run_batches_is_the_one_loop_of_embedder_and_cross_encoder(embedder):
+    """run_batches: every row once, longest first, padded on the device, run_fn under inference
+    mode; bad arguments fail before anything runs. TextEmbedder.embed_rows is the loop plus pooling."""
+    from roberta_torch.embedding import batching
+
+    rows, _ = embedder.tokenize(TEXTS)
+    seen, calls = [], []
+
+    def run(inputs):
+        calls.append(torch.is_inference_mode_enabled())
+        return embedder.backbone(inputs)
+
+    hidden = {}
+    for indices, inputs, output in batching.run_batches(rows, run, pad_token_id=embedder.tokenizer.pad_token_id,
+                                                         device="cpu", batch_size=3, max_padding_fraction=None):
+        assert inputs["token_ids"].shape[0] == len(indices) <= 3
+        seen.extend(indices)
+        for b, index in enumerate(indices):
+            assert inputs["token_ids"][b, : len(rows[index])].tolist() == rows[index]
+            hidden[index] = output[b, : len(rows[index])]
+    assert sorted(seen) == list(range(len(rows))) and all(calls)
+    assert [len(rows[i]) for i in seen] == sorted((len(r) for r in rows), reverse=True)
+    pooled = torch.stack([hidden[i].mean(0) for i in range(len(rows))])
+    np.testing.assert_allclose(embedder.embed_rows(rows, normalize=False, max_padding_fraction=None), pooled, atol=1e-5)
+    ran = len(calls)
+    with pytest.raises(TypeError, match="`batch_size`"):
+        batching.run_batches(rows, run, pad_token_id=1, device="cpu", batch_size=2.0)
+    assert len(calls) == ran  # refused before anything ran
+
+
 def test_cpu_batches_take_the_padded_attention_path(embedder):
     """On CPU, batches are cut so little padding remains: one masked SDPA call per batch and
     layer instead of the padding-free path's per-sequence calls (same results)."""

@@ -74,6 +74,7 @@ for preset in (keras, native, hf_task, st):
     roberta_torch.TextEmbedder.from_preset(preset)
 for preset in (keras_task, hf_task):
     roberta_torch.tasks.Task.from_preset(preset)
+roberta_torch.CrossEncoder.from_preset(hf_task)  # its settings: PresetLoader.cross_encoder_config()
 roberta_torch.RobertaTextClassifier.from_preset(keras, num_classes=2)
 roberta_torch.Tokenizer.from_preset(tokenizer_only)
 roberta_torch.Preprocessor.from_preset(tokenizer_only)

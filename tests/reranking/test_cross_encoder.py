@@ -14,6 +14,7 @@ import torch
 import roberta_torch
 from helpers.cross_encoder_dirs import DOCUMENTS, PAIRS, QUERY, classifier_dir, cross_encoder_dir
 from helpers.paths import TINY_PRESET
+from roberta_torch.presets.preset import open_preset
 
 st = pytest.importorskip("sentence_transformers")  # the reference, and the writer of its directories
 ATOL = 1e-5
@@ -224,3 +225,47 @@ def test_hf_repositories_through_the_hub_cache(tmp_path):
     assert results["someone/reranker-hf"][:2] == ["sigmoid", 40]
     np.testing.assert_allclose(results["someone/reranker-st"][2], reference(st_dir).predict(PAIRS), atol=ATOL)
     np.testing.assert_allclose(results["someone/reranker-hf"][2], reference(hf_dir).predict(PAIRS), atol=ATOL)
+
+
+@pytest.mark.parametrize("model_type, num_labels, activation, prompts", [
+    ("roberta", 1, None, None),  # the default: Sigmoid
+    ("xlm-roberta", 1, "identity", {"query": "query: "}),
+    ("roberta", 3, "softmax", None),
+])
+def test_save_to_preset_loads_in_sentence_transformers(tmp_path, model_type, num_labels, activation, prompts):
+    """save_to_preset writes what sentence-transformers' CrossEncoder loads: the same activation,
+    max length, prompts and scores, and ours loads it back equal."""
+    source = classifier_dir(tmp_path, model_type, num_labels, seed=8)
+    ours = roberta_torch.CrossEncoder.from_preset(str(source), activation_fn=activation, max_length=20,
+                                                  prompts=prompts)
+    if prompts:
+        ours.config.default_prompt_name = "query"
+    saved = ours.save_to_preset(tmp_path / "saved")
+    theirs = reference(saved)
+    assert theirs.max_seq_length == 20 and theirs.num_labels == num_labels
+    assert type(theirs.activation_fn).__name__.lower() == ours.activation_name
+    expected = ours.predict(PAIRS)
+    np.testing.assert_allclose(theirs.predict(PAIRS), expected, atol=ATOL)
+    config = open_preset(saved).loader.cross_encoder_config()  # what from_preset reads
+    assert (config.activation, config.max_length, config.prompts) == (ours.activation_name, 20, prompts or {})
+    back = roberta_torch.CrossEncoder.from_preset(saved)
+    assert (back.activation_name, back.max_length, back.prompts) == (ours.activation_name, 20, prompts or {})
+    np.testing.assert_allclose(back.predict(PAIRS), expected, atol=ATOL)
+    if prompts:
+        assert theirs.default_prompt_name == "query"
+        np.testing.assert_allclose(theirs.predict(PAIRS, prompt_name="query"), back.predict(PAIRS), atol=ATOL)
+    if num_labels == 1:
+        assert_same_ranking(back.rank(QUERY, DOCUMENTS), theirs.rank(QUERY, DOCUMENTS))
+    with pytest.raises(ValueError, match="overwrite"):
+        ours.save_to_preset(saved)
+
+
+def test_save_to_preset_refusals(tmp_path):
+    source = classifier_dir(tmp_path, "roberta", 1, seed=9)
+    model = roberta_torch.CrossEncoder.from_preset(str(source), activation_fn=lambda x: x * 2)
+    with pytest.raises(ValueError, match="callable"):
+        model.save_to_preset(tmp_path / "out")
+    model = roberta_torch.CrossEncoder.from_preset(str(source))
+    with pytest.raises(ValueError, match="`format`"):
+        model.save_to_preset(tmp_path / "out", format="keras")
+    assert not (tmp_path / "out").exists()
