@@ -64,14 +64,14 @@ class TransformersConfig:
         """A transformers checkpoint's config.json (a directory, or a hub repository id through
         huggingface_hub's cache), as transformers' `PretrainedConfig.from_pretrained` reads it
         (PEFT compares the vocabulary size of an adapter's base model with it)."""
-        path = pathlib.Path(name_or_path)
-        if path.is_dir():
-            path = path / "config.json"
-        if not path.is_file():
-            from huggingface_hub import hf_hub_download
+        # Through the preset reader like every preset file (link checks, hub cache, offline).
+        from .presets import names
+        from .presets.preset import open_preset
 
-            path = pathlib.Path(hf_hub_download(str(name_or_path), "config.json"))
-        return cls(json.loads(path.read_text()), {})
+        handle = str(name_or_path)
+        if "://" not in handle and not pathlib.Path(handle).is_dir():
+            handle = f"hf://{handle}"  # a hub repository id, as transformers takes it
+        return cls(open_preset(handle).json(names.CONFIG_FILE, required=True), {})
 
     def __getattr__(self, name: str):
         fields, extras = object.__getattribute__(self, "_fields"), object.__getattribute__(self, "_extras")
