@@ -458,7 +458,7 @@ def backbone_tensors(model, *, pooler: bool = True) -> dict[str, torch.Tensor]:
         else:
             out[POOLER_KEYS[0]] = torch.zeros(hidden, hidden, dtype=dtype)
             out[POOLER_KEYS[1]] = torch.zeros(hidden, dtype=dtype)
-    # Own storage per tensor (the Q, K, V parts are views of one fused tensor): safetensors
+    # Own storage per tensor (a converted tensor may be a view of a larger one): safetensors
     # and the shard sizes then count each tensor once.
     return {k: v.to(dtype).clone(memory_format=torch.contiguous_format) for k, v in out.items()}
 
