@@ -29,19 +29,12 @@ from ..presets.preset import open_preset
 from ..tasks.base import Task
 from ..tasks.text_classifier import RobertaTextClassifier
 from ..tokenizers.base import Tokenizer
+from .activations import ACTIVATIONS
 from .saving import save_cross_encoder
 
 logger = logging.getLogger(__name__)
 
 CONVERT_TO_CHOICES = ("numpy", "torch")
-# Activations by name (what sentence-transformers' files name, see presets/cross_encoder_config.py).
-# Softmax over the labels, as torch.nn.Softmax() picks dim 1 for (batch, labels) logits.
-ACTIVATIONS = {
-    "sigmoid": torch.sigmoid,
-    "identity": lambda x: x,
-    "tanh": torch.tanh,
-    "softmax": lambda x: torch.softmax(x, dim=-1),
-}
 # Special tokens around a pair: <s> A </s></s> B </s>.
 PAIR_SPECIAL_TOKENS = 4
 

@@ -23,6 +23,7 @@ from ..presets import files, names, transformers_format
 from ..presets.cross_encoder_config import ACTIVATION_CLASS_PATHS
 from ..tasks.saving import transformers_task_export
 from ..tokenizers.hf_files import save_hf_files
+from .activations import ACTIVATIONS
 
 SAVE_FORMATS = ("sentence-transformers",)
 TRANSFORMER_MODULE = "sentence_transformers.base.modules.transformer.Transformer"
@@ -55,8 +56,6 @@ def check_savable(cross_encoder, format: str) -> str:
 
 
 def _named_activation(name):
-    from .cross_encoder import ACTIVATIONS
-
     return ACTIVATIONS.get(name)
 
 
