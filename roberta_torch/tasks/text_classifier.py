@@ -1,6 +1,10 @@
 """RobertaTextClassifier: keras_hub's classifier head (= transformers' RobertaClassificationHead).
 
     <s> features -> dropout -> Dense(hidden_dim, tanh) -> dropout -> Dense(num_classes) -> activation
+
+The head is the submodule `classifier` (`classifier.dense`, `classifier.out_proj`, as in
+transformers), so PEFT's task_type SEQ_CLS trains it by default; keras_hub's attribute names
+`pooled_dense` / `output_dense` remain as read-only aliases.
 """
 
 from __future__ import annotations
@@ -75,10 +79,20 @@ class RobertaTextClassifier(Task):
 
         dtype = backbone.dtype_policy.variable_dtype
         device = backbone.token_embedding.weight.device
-        self.pooled_dropout = nn.Dropout(self.dropout)
-        self.pooled_dense = heads.GlorotLinear(backbone.hidden_dim, self.hidden_dim, device=device, dtype=dtype)
-        self.output_dropout = nn.Dropout(self.dropout)
-        self.output_dense = heads.Linear(self.hidden_dim, self.num_classes, device=device, dtype=dtype)
+        self.classifier = heads.ClassificationHead(
+            backbone.hidden_dim, self.hidden_dim, self.num_classes, self.dropout, device=device, dtype=dtype
+        )
+        self.register_load_state_dict_pre_hook(_rename_old_head_keys)
+
+    # keras_hub's attribute names, as aliases (not registered twice: each parameter is listed
+    # once, under `classifier.`).
+    @property
+    def pooled_dense(self) -> nn.Module:
+        return self.classifier.dense
+
+    @property
+    def output_dense(self) -> nn.Module:
+        return self.classifier.out_proj
 
     def head_config(self) -> dict:
         config = {
@@ -130,11 +144,15 @@ class RobertaTextClassifier(Task):
             )
         x = self.backbone(backbone_inputs)  # (B, T, H), or packed (total, H)
         x = first_tokens(x, self.packed_lengths(backbone_inputs, x.device))  # <s> (B, H)
-        x = self.pooled_dense(self.pooled_dropout(x)).tanh()  # (B, hidden_dim)
-        scores = self.output_dense(self.output_dropout(x))  # (B, num_classes)
+        scores = self.classifier(x)  # (B, num_classes)
         outputs = heads.ACTIVATIONS[self.activation](scores)
         loss = None if labels is None else losses.classifier_loss(kind, scores, outputs, labels)
         return self.task_output(return_dict, outputs, loss, logits=outputs)
+
+
+def _rename_old_head_keys(module, state_dict, prefix, *args) -> None:
+    """load_state_dict pre-hook: state dicts saved with the head's old names load as well."""
+    heads.rename_state_dict_keys(state_dict, prefix, heads.TEXT_CLASSIFIER_RENAMED_MODULES)
 
 
 class XLMRobertaTextClassifier(RobertaTextClassifier):

@@ -87,7 +87,7 @@ def test_transformers_spellings_are_aliases(kind):
     "kind, task_type, head",
     [
         ("backbone", "FEATURE_EXTRACTION", None),
-        ("classifier", "SEQ_CLS", "output_dense"),
+        ("classifier", "SEQ_CLS", "classifier"),
         ("tagger", "TOKEN_CLS", "classifier"),
         ("qa", "QUESTION_ANS", "qa_outputs"),
     ],
@@ -97,9 +97,7 @@ def test_peft_task_types_train_our_models(kind, task_type, head):
 
     model, (ids, mask) = make(kind), batch()
     # No target_modules: PEFT picks its RoBERTa defaults from config.model_type.
-    config = peft.LoraConfig(task_type=task_type, r=2)
-    if kind == "classifier":  # our head modules are not named `classifier` (see README)
-        config.modules_to_save = ["pooled_dense", "output_dense"]
+    config = peft.LoraConfig(task_type=task_type, r=2)  # the head: PEFT's default `classifier`
     peft_model = peft.get_peft_model(model, config)
     assert type(peft_model).__name__ == peft.MODEL_TYPE_TO_PEFT_MODEL_MAPPING[task_type].__name__
     targeted = peft_model.base_model.targeted_module_names
@@ -158,7 +156,7 @@ def test_trainer_drives_a_peft_model(tmp_path, fresh_accelerator_state):
     import transformers
 
     peft_model = peft.get_peft_model(
-        make("classifier"), peft.LoraConfig(task_type="SEQ_CLS", r=2, modules_to_save=["pooled_dense", "output_dense"])
+        make("classifier"), peft.LoraConfig(task_type="SEQ_CLS", r=2)
     )
     before = {n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
     generator = np.random.default_rng(0)
