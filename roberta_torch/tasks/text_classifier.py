@@ -33,6 +33,9 @@ def first_tokens(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
     return x[starts]
 
 
+KERAS_HEAD_ALIASES = {"pooled_dense": "classifier.dense", "output_dense": "classifier.out_proj"}
+
+
 class RobertaTextClassifier(Task):
     """Sequence classification on the `<s>` token; returns `(batch, num_classes)` logits.
 
@@ -84,8 +87,8 @@ class RobertaTextClassifier(Task):
         )
         self.register_load_state_dict_pre_hook(_rename_old_head_keys)
 
-    # keras_hub's attribute names, as aliases (not registered twice: each parameter is listed
-    # once, under `classifier.`).
+    # keras_hub's attribute names, as read-only aliases (not registered twice: each parameter
+    # is listed once, under `classifier.`).
     @property
     def pooled_dense(self) -> nn.Module:
         return self.classifier.dense
@@ -93,6 +96,15 @@ class RobertaTextClassifier(Task):
     @property
     def output_dense(self) -> nn.Module:
         return self.classifier.out_proj
+
+    def __setattr__(self, name, value) -> None:
+        # nn.Module would register an assigned module under the alias's name, unused and hidden
+        # behind the property.
+        if name in KERAS_HEAD_ALIASES:
+            raise AttributeError(
+                f"`{name}` is keras_hub's read-only name of `{KERAS_HEAD_ALIASES[name]}`; assign that instead."
+            )
+        super().__setattr__(name, value)
 
     def head_config(self) -> dict:
         config = {

@@ -42,6 +42,8 @@ def test_head_is_the_classifier_module_with_keras_aliases():
     names = [name for name, _ in model.named_parameters()]
     assert [n for n in names if not n.startswith("backbone.")] == HEAD_KEYS  # each parameter once
     assert [k for k in model.state_dict() if not k.startswith("backbone.")] == HEAD_KEYS
+    with pytest.raises(AttributeError, match="read-only name of `classifier.out_proj`"):
+        model.output_dense = torch.nn.Linear(5, 3)
     # keras_hub's head on the <s> features: tanh(pooled_dense(x)) -> output_dense (eval: no dropout).
     inputs = batch()
     with torch.no_grad():
