@@ -290,6 +290,12 @@ def _collapse_to_containers(modules: list[str], all_modules) -> list[str]:
     return sorted(out)
 
 
+def _mapped_inside(module: str, mapped) -> list[str]:
+    """The modules of `mapped` inside `module` (a container such as our `classifier`), or
+    `module` itself when none is."""
+    return [m for m in mapped if m.startswith(module + ".")] or [module]
+
+
 def save_adapter(peft_model, directory, *, adapter_name: str = "default") -> pathlib.Path:
     """Write `peft_model`'s adapter (a PeftModel over our backbone or task model) in PEFT's
     layout for transformers' RobertaModel / RobertaFor*: adapter_config.json +
@@ -320,7 +326,7 @@ def save_adapter(peft_model, directory, *, adapter_name: str = "default") -> pat
     saved = [name for name, module in modules
              if isinstance(module, ModulesToSaveWrapper) and adapter_name in module.modules_to_save]
     # A saved container (our `classifier`) by the mapped modules inside it.
-    saved = [inner for m in saved for inner in [o for o in ours_to_theirs if o.startswith(m + ".")] or [m]]
+    saved = [inner for m in saved for inner in _mapped_inside(m, ours_to_theirs)]
     heads = _collapse_to_containers([theirs(m) for m in saved], mapping.theirs_to_ours)
     out = _translated_config(config, targeted, heads)
     out.inference_mode = True

@@ -33,7 +33,8 @@ def first_tokens(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
     return x[starts]
 
 
-KERAS_HEAD_ALIASES = {"pooled_dense": "classifier.dense", "output_dense": "classifier.out_proj"}
+# keras_hub's head attribute -> our module (the renamed modules' table, without the dots).
+KERAS_HEAD_ALIASES = {old.rstrip("."): new.rstrip(".") for old, new in heads.TEXT_CLASSIFIER_RENAMED_MODULES}
 
 
 class RobertaTextClassifier(Task):

@@ -149,7 +149,8 @@ def test_seq_cls_defaults_train_the_text_classifier_head_as_on_transformers():
     optimizer.step()
     assert all(not torch.equal(p, before[n]) for n, p in trained.items())
     base = peft_model.get_base_model()  # the alias reaches the trained copy
-    assert torch.equal(base.output_dense.weight, trained["base_model.model.classifier.modules_to_save.default.out_proj.weight"])
+    copy_key = "base_model.model.classifier.modules_to_save.default.out_proj.weight"
+    assert torch.equal(base.output_dense.weight, trained[copy_key])
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from roberta_torch import RobertaBackbone, tasks
 from roberta_torch.tasks import heads
 
 SMALL = dict(vocabulary_size=30, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=10)
-HEAD_KEYS = ["classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight", "classifier.out_proj.bias"]
+HEAD_KEYS = [f"classifier.{module}.{kind}" for module in ("dense", "out_proj") for kind in ("weight", "bias")]
 
 
 def classifier(seed: int):
