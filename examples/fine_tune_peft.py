@@ -7,8 +7,9 @@ adapter in PEFT's transformers layout (transformers + PEFT load it).
 
 What a user writes is PEFT's own recipe: `peft.get_peft_model(model, LoraConfig(...))`. The
 model's `config` tells PEFT it is a RoBERTa (model_type "roberta"), so LoRA lands on PEFT's
-default RoBERTa targets, the attention's `query` and `value`; the classifier's head modules
-(`pooled_dense`, `output_dense`) train in full through `modules_to_save`. Every module is a
+default RoBERTa targets, the attention's `query` and `value`; task_type SEQ_CLS puts the
+classifier's head (`classifier`: dense, out_proj) in `modules_to_save`, trained in full, as on
+transformers' RobertaForSequenceClassification. Every module is a
 plain Linear (x W^T + b), so `merge_and_unload()` gives the model the adapter computed.
 """
 
@@ -21,7 +22,6 @@ import roberta_torch
 import roberta_torch.peft
 
 DATA = pathlib.Path(__file__).parent / "data" / "topics.csv"
-HEAD = ["pooled_dense", "output_dense"]  # RobertaTextClassifier's head (transformers: `classifier`)
 
 
 def parse_args() -> argparse.Namespace:
@@ -55,7 +55,7 @@ def main() -> int:
     preprocessor = roberta_torch.Preprocessor.from_preset(
         args.preset, sequence_length=min(args.sequence_length, model.backbone.max_sequence_length))
 
-    config = peft.LoraConfig(task_type="SEQ_CLS", r=args.rank, lora_alpha=2 * args.rank, modules_to_save=HEAD)
+    config = peft.LoraConfig(task_type="SEQ_CLS", r=args.rank, lora_alpha=2 * args.rank)
     peft_model = peft.get_peft_model(model, config)
     targets_found = sorted({name.rsplit(".", 1)[-1] for name in peft_model.base_model.targeted_module_names})
     trainable, total = peft_model.get_nb_trainable_parameters()

@@ -195,7 +195,9 @@ def our_config(config, mapping: ModuleMap):
     # PEFT's matcher (an excluded module answers falsy), run on transformers' module names.
     targeted = {m: ours for m, ours in mapping.theirs_to_ours.items() if check_target_module_exists(config, m)}
     saved = [mapping.theirs_to_ours[m] for m in _modules_in(config.modules_to_save, mapping.theirs_to_ours)]
-    return _translated_config(config, targeted, saved)
+    # Whole heads by their container (our `classifier`), as PEFT's SEQ_CLS adds it: never a
+    # container and its children both (PEFT would wrap them twice).
+    return _translated_config(config, targeted, _collapse_to_containers(saved, mapping.ours_to_theirs))
 
 
 def _translated_config(config, targeted: dict, modules_to_save: list):
@@ -276,15 +278,22 @@ def load_adapter(model, adapter, *, adapter_name: str = "default", is_trainable:
 # -- ours -> transformers -----------------------------------------------------------------------
 
 
-def _collapse_to_containers(modules: list[str], all_theirs) -> list[str]:
-    """Whole top-level heads (e.g. transformers' `classifier` holding dense and out_proj) by
-    their container's name, as transformers' PEFT names them in modules_to_save."""
+def _collapse_to_containers(modules: list[str], all_modules) -> list[str]:
+    """Whole top-level heads (e.g. `classifier` holding dense and out_proj, transformers' and
+    ours) by their container's name, as PEFT names them in modules_to_save; `all_modules`:
+    every module of that side."""
     out = set(modules)
     for container in {m.split(".", 1)[0] for m in modules if "." in m}:
-        inside = {m for m in all_theirs if m.startswith(container + ".")}
+        inside = {m for m in all_modules if m.startswith(container + ".")}
         if inside and inside <= out:
             out = (out - inside) | {container}
     return sorted(out)
+
+
+def _mapped_inside(module: str, mapped) -> list[str]:
+    """The modules of `mapped` inside `module` (a container such as our `classifier`), or
+    `module` itself when none is."""
+    return [m for m in mapped if m.startswith(module + ".")] or [module]
 
 
 def save_adapter(peft_model, directory, *, adapter_name: str = "default") -> pathlib.Path:
@@ -316,6 +325,8 @@ def save_adapter(peft_model, directory, *, adapter_name: str = "default") -> pat
                 if any(adapter_name in getattr(module, kind, {}) for kind in ("lora_A", "lora_embedding_A"))}
     saved = [name for name, module in modules
              if isinstance(module, ModulesToSaveWrapper) and adapter_name in module.modules_to_save]
+    # A saved container (our `classifier`) by the mapped modules inside it.
+    saved = [inner for m in saved for inner in _mapped_inside(m, ours_to_theirs)]
     heads = _collapse_to_containers([theirs(m) for m in saved], mapping.theirs_to_ours)
     out = _translated_config(config, targeted, heads)
     out.inference_mode = True

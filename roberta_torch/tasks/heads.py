@@ -22,13 +22,13 @@ from ..presets.mapping import COPY, TRANSPOSE
 # -- Keras task.weights.h5 -----------------------------------------------------------------
 
 KERAS_TEXT_CLASSIFIER_TABLE = (
-    ("layers/dense/vars/0", "pooled_dense.weight", TRANSPOSE),
-    ("layers/dense/vars/1", "pooled_dense.bias", COPY),
-    ("layers/dense_1/vars/0", "output_dense.weight", TRANSPOSE),
-    ("layers/dense_1/vars/1", "output_dense.bias", COPY),
+    ("layers/dense/vars/0", "classifier.dense.weight", TRANSPOSE),
+    ("layers/dense/vars/1", "classifier.dense.bias", COPY),
+    ("layers/dense_1/vars/0", "classifier.out_proj.weight", TRANSPOSE),
+    ("layers/dense_1/vars/1", "classifier.out_proj.bias", COPY),
 )
-# Every `vars` group keras writes (weightless ones included) with its layer name; "" is the
-# task itself, named by the task (filled in when writing).
+# Every `vars` group keras writes (weightless ones included) with its keras layer name; "" is
+# the task itself, named by the task (filled in when writing).
 KERAS_TEXT_CLASSIFIER_GROUPS = (
     ("layers/dense", "pooled_dense"),
     ("layers/dense_1", "logits"),
@@ -52,11 +52,19 @@ KERAS_MASKED_LM_GROUPS = (
 
 # -- transformers ----------------------------------------------------------------------------
 
+# Our head has transformers' layout (RobertaClassificationHead), so the rows are the identity.
 TRANSFORMERS_TEXT_CLASSIFIER_TABLE = (
-    ("classifier.dense.weight", "pooled_dense.weight", COPY),
-    ("classifier.dense.bias", "pooled_dense.bias", COPY),
-    ("classifier.out_proj.weight", "output_dense.weight", COPY),
-    ("classifier.out_proj.bias", "output_dense.bias", COPY),
+    ("classifier.dense.weight", "classifier.dense.weight", COPY),
+    ("classifier.dense.bias", "classifier.dense.bias", COPY),
+    ("classifier.out_proj.weight", "classifier.out_proj.weight", COPY),
+    ("classifier.out_proj.bias", "classifier.out_proj.bias", COPY),
+)
+# The text classifier's head modules before it moved under `classifier` (keras_hub's names),
+# old prefix -> new: state dicts saved then (torch.save(model.state_dict()), Lightning and
+# Trainer checkpoints) are renamed on load (RobertaTextClassifier's load_state_dict pre-hook).
+TEXT_CLASSIFIER_RENAMED_MODULES = (
+    ("pooled_dense.", "classifier.dense."),
+    ("output_dense.", "classifier.out_proj."),
 )
 TRANSFORMERS_MASKED_LM_TABLE = (
     ("lm_head.dense.weight", "lm_head.dense.weight", COPY),
@@ -99,6 +107,35 @@ class GlorotLinear(Linear):
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.weight)
         nn.init.zeros_(self.bias)
+
+
+class ClassificationHead(nn.Module):
+    """keras_hub's text-classifier head in transformers' layout (RobertaClassificationHead):
+    <s> features -> dropout -> dense (tanh) -> dropout -> out_proj -> scores, before the
+    task's activation. keras_hub's pooled_dense / output_dense are `dense` / `out_proj`; its
+    two dropout layers (same rate, no state) are the one `dropout`, as in transformers."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, num_classes: int, dropout: float, *, device=None, dtype=None):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.dense = GlorotLinear(input_dim, hidden_dim, device=device, dtype=dtype)  # keras_hub: pooled_dense
+        self.out_proj = Linear(hidden_dim, num_classes, device=device, dtype=dtype)  # keras_hub: output_dense
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dense(self.dropout(x)).tanh()  # (B, hidden_dim)
+        return self.out_proj(self.dropout(x))  # (B, num_classes)
+
+
+def rename_state_dict_keys(state_dict: dict, prefix: str, renamed_modules) -> None:
+    """In place: keys under `prefix + old` moved to `prefix + new` for each (old, new) module
+    prefix; a key whose new name is already present is left (load_state_dict then reports it)."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        for old, new in renamed_modules:
+            if key.startswith(prefix + old):
+                target = prefix + new + key[len(prefix + old):]
+                if target not in state_dict:
+                    state_dict[target] = state_dict.pop(key)
+                break
 
 
 class MaskedLMHead(nn.Module):

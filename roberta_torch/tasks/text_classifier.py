@@ -1,6 +1,10 @@
 """RobertaTextClassifier: keras_hub's classifier head (= transformers' RobertaClassificationHead).
 
     <s> features -> dropout -> Dense(hidden_dim, tanh) -> dropout -> Dense(num_classes) -> activation
+
+The head is the submodule `classifier` (`classifier.dense`, `classifier.out_proj`, as in
+transformers), so PEFT's task_type SEQ_CLS trains it by default; keras_hub's attribute names
+`pooled_dense` / `output_dense` remain as read-only aliases.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ def first_tokens(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         raise ValueError(f"{message}; sequences {empty} of `cu_seqlens` are empty.")
     starts = torch.cumsum(lengths, 0) - lengths
     return x[starts]
+
+
+# keras_hub's head attribute -> our module (the renamed modules' table, without the dots).
+KERAS_HEAD_ALIASES = {old.rstrip("."): new.rstrip(".") for old, new in heads.TEXT_CLASSIFIER_RENAMED_MODULES}
 
 
 class RobertaTextClassifier(Task):
@@ -75,10 +83,29 @@ class RobertaTextClassifier(Task):
 
         dtype = backbone.dtype_policy.variable_dtype
         device = backbone.token_embedding.weight.device
-        self.pooled_dropout = nn.Dropout(self.dropout)
-        self.pooled_dense = heads.GlorotLinear(backbone.hidden_dim, self.hidden_dim, device=device, dtype=dtype)
-        self.output_dropout = nn.Dropout(self.dropout)
-        self.output_dense = heads.Linear(self.hidden_dim, self.num_classes, device=device, dtype=dtype)
+        self.classifier = heads.ClassificationHead(
+            backbone.hidden_dim, self.hidden_dim, self.num_classes, self.dropout, device=device, dtype=dtype
+        )
+        self.register_load_state_dict_pre_hook(_rename_old_head_keys)
+
+    # keras_hub's attribute names, as read-only aliases (not registered twice: each parameter
+    # is listed once, under `classifier.`).
+    @property
+    def pooled_dense(self) -> nn.Module:
+        return self.classifier.dense
+
+    @property
+    def output_dense(self) -> nn.Module:
+        return self.classifier.out_proj
+
+    def __setattr__(self, name, value) -> None:
+        # nn.Module would register an assigned module under the alias's name, unused and hidden
+        # behind the property.
+        if name in KERAS_HEAD_ALIASES:
+            raise AttributeError(
+                f"`{name}` is keras_hub's read-only name of `{KERAS_HEAD_ALIASES[name]}`; assign that instead."
+            )
+        super().__setattr__(name, value)
 
     def head_config(self) -> dict:
         config = {
@@ -130,11 +157,15 @@ class RobertaTextClassifier(Task):
             )
         x = self.backbone(backbone_inputs)  # (B, T, H), or packed (total, H)
         x = first_tokens(x, self.packed_lengths(backbone_inputs, x.device))  # <s> (B, H)
-        x = self.pooled_dense(self.pooled_dropout(x)).tanh()  # (B, hidden_dim)
-        scores = self.output_dense(self.output_dropout(x))  # (B, num_classes)
+        scores = self.classifier(x)  # (B, num_classes)
         outputs = heads.ACTIVATIONS[self.activation](scores)
         loss = None if labels is None else losses.classifier_loss(kind, scores, outputs, labels)
         return self.task_output(return_dict, outputs, loss, logits=outputs)
+
+
+def _rename_old_head_keys(module, state_dict, prefix, *args) -> None:
+    """load_state_dict pre-hook: state dicts saved with the head's old names load as well."""
+    heads.rename_state_dict_keys(state_dict, prefix, heads.TEXT_CLASSIFIER_RENAMED_MODULES)
 
 
 class XLMRobertaTextClassifier(RobertaTextClassifier):

@@ -43,7 +43,7 @@ def test_lightning_example_bf16_mixed_checkpoints_restore_and_resume(tmp_path):
     assert "outputs identical: True" in stdout
     assert "resumed at step 22, now at step 33" in stdout
     state = torch.load(checkpoints / "last.ckpt", weights_only=True)["state_dict"]  # a plain state dict
-    assert "model.backbone.token_embedding.weight" in state and "model.output_dense.weight" in state
+    assert "model.backbone.token_embedding.weight" in state and "model.classifier.out_proj.weight" in state
 
 
 def test_peft_lora_example_trains_merges_saves_and_reloads(tmp_path):

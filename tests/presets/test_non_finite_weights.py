@@ -50,5 +50,5 @@ def test_a_non_finite_task_head_is_reported(tmp_path, caplog, format):
     with caplog.at_level(logging.WARNING):
         roberta_torch.Task.from_preset(str(tmp_path / "out"))
     found = warnings_of(caplog)
-    assert len(found) == 1 and "output_dense.bias" in found[0], found
+    assert len(found) == 1 and "classifier.out_proj.bias" in found[0], found
     assert ("task.weights.h5" if format == "keras" else "model.safetensors") in found[0]

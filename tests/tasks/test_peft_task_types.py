@@ -12,6 +12,7 @@ import torch
 
 from helpers.random_weights import randomize_
 from roberta_torch import RobertaBackbone, XLMRobertaBackbone, tasks
+from roberta_torch.tasks import heads
 
 SMALL = dict(vocabulary_size=40, num_layers=2, num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=12)
 
@@ -87,7 +88,7 @@ def test_transformers_spellings_are_aliases(kind):
     "kind, task_type, head",
     [
         ("backbone", "FEATURE_EXTRACTION", None),
-        ("classifier", "SEQ_CLS", "output_dense"),
+        ("classifier", "SEQ_CLS", "classifier"),
         ("tagger", "TOKEN_CLS", "classifier"),
         ("qa", "QUESTION_ANS", "qa_outputs"),
     ],
@@ -97,9 +98,7 @@ def test_peft_task_types_train_our_models(kind, task_type, head):
 
     model, (ids, mask) = make(kind), batch()
     # No target_modules: PEFT picks its RoBERTa defaults from config.model_type.
-    config = peft.LoraConfig(task_type=task_type, r=2)
-    if kind == "classifier":  # our head modules are not named `classifier` (see README)
-        config.modules_to_save = ["pooled_dense", "output_dense"]
+    config = peft.LoraConfig(task_type=task_type, r=2)  # the head: PEFT's default `classifier`
     peft_model = peft.get_peft_model(model, config)
     assert type(peft_model).__name__ == peft.MODEL_TYPE_TO_PEFT_MODEL_MAPPING[task_type].__name__
     targeted = peft_model.base_model.targeted_module_names
@@ -118,6 +117,40 @@ def test_peft_task_types_train_our_models(kind, task_type, head):
     assert any("lora_B" in n for n in trained)
     if head is not None:
         assert any(f"{head}.modules_to_save" in n for n in trained)
+
+
+def test_seq_cls_defaults_train_the_text_classifier_head_as_on_transformers():
+    """LoraConfig(task_type="SEQ_CLS") with nothing else: PEFT finds and trains our head as it
+    does transformers' RobertaForSequenceClassification's (the same head tensors, by
+    transformers' names), and one optimizer step moves every one of them."""
+    import peft
+    import transformers
+
+    theirs = transformers.RobertaForSequenceClassification(transformers.RobertaConfig(
+        vocab_size=40, hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=16, num_labels=3,
+    ))
+    to_theirs = {ours: source for source, ours, _ in heads.TRANSFORMERS_TEXT_CLASSIFIER_TABLE}
+
+    def trainable_head(peft_model, rename):
+        names = {n.removeprefix("base_model.model.").replace("modules_to_save.default.", "")
+                 for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" not in n}
+        return {rename.get(n, n) for n in names}
+
+    reference = peft.get_peft_model(theirs, peft.LoraConfig(task_type="SEQ_CLS"))
+    peft_model = peft.get_peft_model(make("classifier"), peft.LoraConfig(task_type="SEQ_CLS"))
+    head = trainable_head(peft_model, to_theirs)
+    assert head == trainable_head(reference, {}) == {row[0] for row in heads.TRANSFORMERS_TEXT_CLASSIFIER_TABLE}
+    trained = {n: p for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" not in n}
+    before = {n: p.detach().clone() for n, p in trained.items()}
+    optimizer = torch.optim.SGD(trained.values(), lr=0.1)
+    ids, mask = batch()
+    peft_model.train()
+    peft_model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 2, 1])).loss.backward()
+    optimizer.step()
+    assert all(not torch.equal(p, before[n]) for n, p in trained.items())
+    base = peft_model.get_base_model()  # the alias reaches the trained copy
+    copy_key = "base_model.model.classifier.modules_to_save.default.out_proj.weight"
+    assert torch.equal(base.output_dense.weight, trained[copy_key])
 
 
 @pytest.fixture
@@ -158,7 +191,7 @@ def test_trainer_drives_a_peft_model(tmp_path, fresh_accelerator_state):
     import transformers
 
     peft_model = peft.get_peft_model(
-        make("classifier"), peft.LoraConfig(task_type="SEQ_CLS", r=2, modules_to_save=["pooled_dense", "output_dense"])
+        make("classifier"), peft.LoraConfig(task_type="SEQ_CLS", r=2)
     )
     before = {n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
     generator = np.random.default_rng(0)

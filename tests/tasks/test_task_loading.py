@@ -79,7 +79,7 @@ def test_trained_heads_load_by_the_tensors_present(tmp_path, architectures, case
     model = cls.from_preset(str(directory), **kwargs)
     assert type(model) is cls and type(tasks.Task.from_preset(str(directory))) is cls
     tensors = load_file(directory / "model.safetensors")
-    head = {"roberta_sequenceclassification": ("output_dense.weight", "classifier.out_proj.weight"),
+    head = {"roberta_sequenceclassification": ("classifier.out_proj.weight", "classifier.out_proj.weight"),
             "roberta_tokenclassification": ("classifier.weight", "classifier.weight"),
             "roberta_questionanswering": ("qa_outputs.weight", "qa_outputs.weight")}[case]
     assert torch.equal(model.state_dict()[head[0]], tensors[head[1]])  # the trained head, not a fresh one
