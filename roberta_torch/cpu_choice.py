@@ -193,8 +193,11 @@ def _time_interleaved(candidates: dict, repeats: int) -> dict:
             fastest_warm_up = min(fastest_warm_up, time.perf_counter() - start)
         calls = min(MAX_CALLS_PER_SAMPLE, max(1, int(MIN_SAMPLE_SECONDS / max(fastest_warm_up, 1e-7)) + 1))
         samples = {name: [] for name in candidates}
-        for _ in range(repeats):
-            for name, run in candidates.items():
+        names = list(candidates)
+        for round_ in range(repeats):
+            # ABBA order: drift (turbo, other jobs) favours neither the first nor the last.
+            for name in names if round_ % 2 == 0 else reversed(names):
+                run = candidates[name]
                 start = time.perf_counter()
                 for _ in range(calls):
                     run()

@@ -202,7 +202,9 @@ def test_choose_validates_and_keeps_choices_per_key():
     calls = (len(runs) - 2) // (2 * cpu_choice.REPEATS)  # per sample, the same for both
     assert 1 <= calls <= cpu_choice.MAX_CALLS_PER_SAMPLE
     before = len(runs)
-    assert first is again and runs == ["a", "b"] + (["a"] * calls + ["b"] * calls) * cpu_choice.REPEATS
+    rounds = [["a"] * calls + ["b"] * calls, ["b"] * calls + ["a"] * calls]  # ABBA
+    expected = ["a", "b"] + sum((rounds[r % 2] for r in range(cpu_choice.REPEATS)), [])
+    assert first is again and runs == expected
     assert set(first.timings) == {"a", "b"} and first.reason.startswith("measured: ")
     assert any(point == "test_point" and spent > 0 for point, _, _, spent in cpu_choice.measurements())
     # Past the budget at a point, new keys take the default without measuring.
