@@ -154,7 +154,7 @@ def choose(point: str, key: tuple, names: tuple, make_candidates: Callable[[], d
     with _lock:
         known = _choices.get((point, key)) or _from_file(point, key)
         if known is None or known.choice not in names:
-            if _spent.get(point, 0.0) >= BUDGET_SECONDS:
+            if not _timer and _spent.get(point, 0.0) >= BUDGET_SECONDS:
                 return Choice(default, f"measuring budget spent ({BUDGET_SECONDS:g} s at {point})", {})
             candidates = make_candidates()
             if set(candidates) != set(names):

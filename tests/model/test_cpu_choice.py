@@ -211,6 +211,8 @@ def test_choose_validates_and_keeps_choices_per_key():
     cpu_choice._spent["test_point"] = cpu_choice.BUDGET_SECONDS
     try:
         late = cpu_choice.choose("test_point", ("late",), ("a", "b"), lambda: candidates, default="b")
+        with cpu_choice.use_timer(fake_timer({"a": 0.1, "b": 1.0})):  # injected timings: no budget
+            assert cpu_choice.choose("test_point", ("late",), ("a", "b"), lambda: candidates, default="b").choice == "a"
     finally:
         cpu_choice.forget("test_point")
     assert late.choice == "b" and late.reason.startswith("measuring budget spent") and len(runs) == before
