@@ -129,7 +129,7 @@ def epilogue_path(
         return requested, source
     key = _measurement_key(x, weight, residual, activation)
     names = ("plain", "fused") + (("fused_padded", "plain_padded") if x.dtype in HALF_DTYPES else ())
-    measured = cpu_choice.choose(
+    measured = cpu_choice.choose(  # timed on one thread (cpu_choice.TIMING_THREADS), keyed by threads
         DENSE_EPILOGUE, key, names, lambda: _candidates(key, names, x.dtype), default="plain"
     )
     return measured.choice, measured.reason

@@ -332,3 +332,16 @@ def test_from_preset_quantize_is_validated_before_loading(tmp_path, load):
         load(missing, quantize=True)
     with pytest.raises(ValueError, match="runs on CPU only"):
         load(missing, quantize="int8", device="meta")
+
+
+def test_candidates_are_timed_on_one_thread_and_the_thread_count_is_restored():
+    threads = torch.get_num_threads()
+    seen = []
+    candidates = {"a": lambda: seen.append(torch.get_num_threads()), "b": lambda: seen.append(torch.get_num_threads())}
+    try:
+        torch.set_num_threads(2)
+        cpu_choice.choose("test_point", ("threads",), ("a", "b"), lambda: candidates, default="a")
+        assert torch.get_num_threads() == 2 and set(seen) == {cpu_choice.TIMING_THREADS}
+    finally:
+        cpu_choice.forget("test_point")
+        torch.set_num_threads(threads)
