@@ -39,7 +39,7 @@ EPILOGUE_PATHS = ("auto", "fused", "plain", "fused_padded", "plain_padded")
 # bfloat16 kernels block rows by up to 128 — the multiple that removed the per-row-count cost).
 ROW_MULTIPLE = 128
 # The row counts a measurement stands for: buckets (lo, hi] between powers of two, timed at
-# row counts just under min(hi, MAX_TIMING_ROWS). The cap keeps measuring cheap (0.5-0.7 s per
+# row counts just under min(hi, MAX_TIMING_ROWS). The cap keeps measuring cheap (~0.16 s per
 # bucket for roberta-base's four shapes, benchmarks/README.md); larger buckets are ranked by
 # their behaviour at 128 rows (on the machines measured, the same winner, by a smaller factor).
 MAX_TIMING_ROWS = 128
