@@ -9,7 +9,7 @@ wrong on the next, so the decision points that have such candidates time them he
     chosen = cpu_choice.choose("dense_epilogue", key, ("plain", "fused"),
                                lambda: {"plain": run_plain, "fused": run_fused}, default="plain")
 
-`choose` runs every candidate once (warm-up), then `repeats` rounds in which each candidate
+`choose` runs every candidate once (warm-up; on TIMING_THREADS threads), then `repeats` rounds in which each candidate
 runs for one sample (the same number of calls for all, enough for MIN_SAMPLE_SECONDS),
 interleaved (so a busy machine slows them alike), and keeps the median per call. A candidate replaces the default only if it is at least MARGIN faster (timing
 noise must not flip a tie); among those, the fastest wins. The result is kept for the
@@ -73,6 +73,12 @@ MAX_CALLS_PER_SAMPLE = 32
 # Measuring stops at a point once it has cost this much in the process (a server seeing many
 # row-count buckets must not keep paying): later keys take the default.
 BUDGET_SECONDS = 2.0
+# Candidates are timed on one thread: on a busy machine a parallel region waits for its
+# descheduled threads, and the ranking then follows the other jobs, not the kernels (measured
+# here: with other jobs running, 2-thread MKL F.linear at 128 rows took 24 ms against 1.8 ms
+# quiet, and "fused" measured 2-3x faster; quiet, it measured 0.8x). Keys still hold the
+# thread count the model runs with.
+TIMING_THREADS = 1
 CACHE_VERSION = 1
 
 
@@ -138,10 +144,11 @@ def use_timer(timer: Callable):
 
 
 def choose(point: str, key: tuple, names: tuple, make_candidates: Callable[[], dict], default: str, *,
-           margin: float = MARGIN, repeats: int = REPEATS) -> Choice:
+           margin: float = MARGIN, repeats: int = REPEATS, timing_threads: int | None = TIMING_THREADS) -> Choice:
     """The candidate to use at `point` for `key` (see the module docstring). `names`: the
     candidates; `make_candidates()` (called only to measure): name -> a callable running
-    representative inputs once; `default`: one of `names`."""
+    representative inputs once; `default`: one of `names`; `timing_threads`: the torch thread
+    count to time with (None: the current one)."""
     if default not in names:
         raise ValueError(f"`default` {default!r} is not one of the candidates {names}.")
     if is_compiling():
@@ -154,15 +161,29 @@ def choose(point: str, key: tuple, names: tuple, make_candidates: Callable[[], d
     with _lock:
         known = _choices.get((point, key)) or _from_file(point, key)
         if known is None or known.choice not in names:
-            if _spent.get(point, 0.0) >= BUDGET_SECONDS:
+            if not _timer and _spent.get(point, 0.0) >= BUDGET_SECONDS:
                 return Choice(default, f"measuring budget spent ({BUDGET_SECONDS:g} s at {point})", {})
-            candidates = make_candidates()
-            if set(candidates) != set(names):
-                raise ValueError(f"{point}: candidates {sorted(candidates)} are not the names {names}.")
-            known = _measure(point, key, candidates, default, margin, repeats)
+            with _threads(timing_threads):
+                candidates = make_candidates()
+                if set(candidates) != set(names):
+                    raise ValueError(f"{point}: candidates {sorted(candidates)} are not the names {names}.")
+                known = _measure(point, key, candidates, default, margin, repeats)
             _to_file(point, key, known)
         _choices[(point, key)] = known
     return known
+
+
+@contextlib.contextmanager
+def _threads(count: int | None):
+    """torch's thread count set to `count` within the block (None: unchanged)."""
+    previous = torch.get_num_threads()
+    if count is not None and count != previous:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
 
 
 def _measure(point, key, candidates, default, margin, repeats) -> Choice:
@@ -193,8 +214,11 @@ def _time_interleaved(candidates: dict, repeats: int) -> dict:
             fastest_warm_up = min(fastest_warm_up, time.perf_counter() - start)
         calls = min(MAX_CALLS_PER_SAMPLE, max(1, int(MIN_SAMPLE_SECONDS / max(fastest_warm_up, 1e-7)) + 1))
         samples = {name: [] for name in candidates}
-        for _ in range(repeats):
-            for name, run in candidates.items():
+        names = list(candidates)
+        for round_ in range(repeats):
+            # ABBA order: drift (turbo, other jobs) favours neither the first nor the last.
+            for name in names if round_ % 2 == 0 else reversed(names):
+                run = candidates[name]
                 start = time.perf_counter()
                 for _ in range(calls):
                     run()

@@ -6,8 +6,8 @@ nothing to skip). With `padding_free="auto"` a batch runs padding-free when at l
 PADDING_FREE_MIN_PADDING_FRACTION of it is padding: below that, the gather/scatter and
 per-sequence attention cost more than they save. The threshold is fixed, not measured per
 machine (cpu_choice.py): the crossover lies between 0 % (padding-free costs ~12 % on a fully
-dense masked batch) and 10 % (padding-free already 1.14x padded at 10 % padding, roberta-base
-16x256; benchmarks/README.md), so a per-machine crossover could gain only inside that band,
+dense masked batch) and 10 % (padding-free already 1.14x padded at 10 % padding; roberta-base
+bfloat16 compiled, 16x256; benchmarks/README.md), so a per-machine crossover could gain only inside that band,
 while finding it means timing whole encoder forwards at several padding fractions: seconds
 per batch shape, far above cpu_choice's budget. Inside torch.compile the padding fraction
 is not known while tracing, so a masked batch always runs padding-free (unless

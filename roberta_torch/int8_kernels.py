@@ -392,21 +392,20 @@ def resolve_with_reason(kernel: str, in_features: int, out_features: int) -> tup
         _settings[key] = (setting, source)
         return _settings[key]
     settings = {s.kernel: s for s in (probe(name) for name in KERNELS) if s is not None}
-    # Timed on one thread: on a busy machine a parallel region waits for its descheduled
-    # threads (a 1 ms call then measures tens of ms and the ranking is noise), while the
-    # ranking of these kernels follows the instruction set, not the thread count.
+    # Timed on one thread (cpu_choice.TIMING_THREADS): the ranking of these kernels follows
+    # the instruction set, not the thread count, so the key holds no thread count.
     with _one_thread():
         runs = _timing_candidates(list(settings.values()), in_features, out_features) if settings else {}
-        if not runs:
-            raise RuntimeError(
-                f"No int8 kernel runs on this machine (torch {torch.__version__}, quantized engines "
-                f"{torch.backends.quantized.supported_engines}); int8 needs torch's fbgemm or oneDNN."
-            )
-        names = tuple(runs)  # in KERNELS order: the first is the preferred default
-        measured = cpu_choice.choose(
-            INT8_KERNEL, (in_features, out_features, TIMING_TOKENS, "1 thread"), names, lambda: runs,
-            default=names[0], margin=CHOICE_MARGIN, repeats=TIMING_REPEATS,
+    if not runs:
+        raise RuntimeError(
+            f"No int8 kernel runs on this machine (torch {torch.__version__}, quantized engines "
+            f"{torch.backends.quantized.supported_engines}); int8 needs torch's fbgemm or oneDNN."
         )
+    names = tuple(runs)  # in KERNELS order: the first is the preferred default
+    measured = cpu_choice.choose(
+        INT8_KERNEL, (in_features, out_features, TIMING_TOKENS, "1 thread"), names, lambda: runs,
+        default=names[0], margin=CHOICE_MARGIN, repeats=TIMING_REPEATS,
+    )
     setting = settings[measured.choice]
     _choice_log.append((in_features, out_features, measured.timings, setting))
     logger.debug(

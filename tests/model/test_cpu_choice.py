@@ -202,13 +202,17 @@ def test_choose_validates_and_keeps_choices_per_key():
     calls = (len(runs) - 2) // (2 * cpu_choice.REPEATS)  # per sample, the same for both
     assert 1 <= calls <= cpu_choice.MAX_CALLS_PER_SAMPLE
     before = len(runs)
-    assert first is again and runs == ["a", "b"] + (["a"] * calls + ["b"] * calls) * cpu_choice.REPEATS
+    rounds = [["a"] * calls + ["b"] * calls, ["b"] * calls + ["a"] * calls]  # ABBA
+    expected = ["a", "b"] + sum((rounds[r % 2] for r in range(cpu_choice.REPEATS)), [])
+    assert first is again and runs == expected
     assert set(first.timings) == {"a", "b"} and first.reason.startswith("measured: ")
     assert any(point == "test_point" and spent > 0 for point, _, _, spent in cpu_choice.measurements())
     # Past the budget at a point, new keys take the default without measuring.
     cpu_choice._spent["test_point"] = cpu_choice.BUDGET_SECONDS
     try:
         late = cpu_choice.choose("test_point", ("late",), ("a", "b"), lambda: candidates, default="b")
+        with cpu_choice.use_timer(fake_timer({"a": 0.1, "b": 1.0})):  # injected timings: no budget
+            assert cpu_choice.choose("test_point", ("late",), ("a", "b"), lambda: candidates, default="b").choice == "a"
     finally:
         cpu_choice.forget("test_point")
     assert late.choice == "b" and late.reason.startswith("measuring budget spent") and len(runs) == before
@@ -328,3 +332,16 @@ def test_from_preset_quantize_is_validated_before_loading(tmp_path, load):
         load(missing, quantize=True)
     with pytest.raises(ValueError, match="runs on CPU only"):
         load(missing, quantize="int8", device="meta")
+
+
+def test_candidates_are_timed_on_one_thread_and_the_thread_count_is_restored():
+    threads = torch.get_num_threads()
+    seen = []
+    candidates = {"a": lambda: seen.append(torch.get_num_threads()), "b": lambda: seen.append(torch.get_num_threads())}
+    try:
+        torch.set_num_threads(2)
+        cpu_choice.choose("test_point", ("threads",), ("a", "b"), lambda: candidates, default="a")
+        assert torch.get_num_threads() == 2 and set(seen) == {cpu_choice.TIMING_THREADS}
+    finally:
+        cpu_choice.forget("test_point")
+        torch.set_num_threads(threads)
