@@ -9,6 +9,7 @@ from .preprocessor import Preprocessor, RobertaPreprocessor, XLMRobertaPreproces
 from .text_inputs import pad_sequences
 from .presets.preset import Preset, open_preset
 from .tokenizers import RobertaTokenizer, Tokenizer, XLMRobertaTokenizer
+from . import peft  # adapters to and from transformers + PEFT (needs `peft` only when called)
 from . import tasks
 from .tasks import *  # noqa: F401,F403 (the task classes and preprocessors, see tasks.__all__)
 from .embedding import TextEmbedder

@@ -211,3 +211,15 @@ def test_trainer_drives_a_peft_model(tmp_path, fresh_accelerator_state):
     assert all(not torch.equal(p, before[n]) for n, p in peft_model.named_parameters() if n in before)
     assert trainer.evaluate()["eval_count"] == 16
     assert trainer.predict(data.remove_columns("labels")).predictions.shape == (16, 3)
+
+
+def test_adapter_functions_are_reachable_from_the_package():
+    """The README's `import roberta_torch` then `roberta_torch.peft.load_adapter(...)`, in a fresh
+    interpreter (here other tests have imported the submodule already)."""
+    from helpers.subprocesses import run_python
+
+    script = (
+        "import roberta_torch; "
+        "print(callable(roberta_torch.peft.load_adapter), callable(roberta_torch.peft.save_adapter))"
+    )
+    assert run_python(script, {}).strip() == "True True"
