@@ -36,6 +36,18 @@ def check_pooling_modes(pooling, argument: str = "pooling") -> tuple[str, ...]:
     return tuple(modes)
 
 
+def read_prompts(settings: dict, where: str) -> tuple[dict, str | None]:
+    """(prompts, default_prompt_name) of sentence-transformers' config_sentence_transformers.json
+    (`settings`, read from `where`), checked: embedders and cross-encoders store them alike."""
+    prompts = settings.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise ValueError(f"`prompts` in {where!r} must map names to strings; got {prompts!r}.")
+    default = settings.get("default_prompt_name")
+    if default is not None and default not in prompts:
+        raise ValueError(f"default_prompt_name {default!r} in {where!r} is not one of its prompts {sorted(prompts)}.")
+    return dict(prompts), default
+
+
 @dataclasses.dataclass
 class EmbeddingConfig:
     """How a backbone's token vectors become text embeddings."""

@@ -211,6 +211,7 @@ class PresetLoader:
         lists the files): the activation, max length and prompts sentence-transformers'
         CrossEncoder would use; defaults where the preset says nothing."""
         from .cross_encoder_config import CrossEncoderConfig, activation_name, checked_length, NO_LENGTH_LIMIT
+        from .embedding_config import read_prompts
 
         config = CrossEncoderConfig()
         encoder = self.encoder()
@@ -223,15 +224,7 @@ class PresetLoader:
             legacy = nested.get("activation_fn") if isinstance(nested, dict) else None
             legacy = legacy if legacy is not None else raw.get("sbert_ce_default_activation_function")
             config.activation = activation_name(legacy, f"{names.CONFIG_FILE} of {encoder.handle}")
-        prompts = settings.get("prompts") or {}
-        if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
-            raise ValueError(f"`prompts` in {where!r} must map names to strings; got {prompts!r}.")
-        config.prompts = dict(prompts)
-        config.default_prompt_name = settings.get("default_prompt_name")
-        if config.default_prompt_name is not None and config.default_prompt_name not in prompts:
-            raise ValueError(
-                f"default_prompt_name {config.default_prompt_name!r} in {where!r} is not one of {sorted(prompts)}."
-            )
+        config.prompts, config.default_prompt_name = read_prompts(settings, where)
         # sentence-transformers' order: the module's max_seq_length, else the tokenizer's
         # model_max_length; keras presets: the preprocessor's sequence_length.
         module_settings = encoder.json(names.ST_SENTENCE_BERT_CONFIG) or {}

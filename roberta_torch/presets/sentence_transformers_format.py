@@ -24,7 +24,9 @@ import math
 import pathlib
 
 from . import bge_m3_files, files, names, saving
-from .embedding_config import LEGACY_POOLING_KEYS, SIMILARITY_FUNCTIONS, EmbeddingConfig, check_pooling_modes
+from .embedding_config import (
+    LEGACY_POOLING_KEYS, SIMILARITY_FUNCTIONS, EmbeddingConfig, check_pooling_modes, read_prompts,
+)
 from .loader import PresetLoader
 
 logger = logging.getLogger(__name__)
@@ -202,16 +204,7 @@ class SentenceTransformersLoader(PresetLoader):
     def _read_settings(self, config: EmbeddingConfig) -> None:
         name = names.ST_CONFIG_FILE
         settings = self.preset.json(name) or {}
-        prompts = settings.get("prompts") or {}
-        if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
-            raise ValueError(f"`prompts` in {name!r} must map names to strings; got {prompts!r}.")
-        config.prompts = dict(prompts)
-        config.default_prompt_name = settings.get("default_prompt_name")
-        if config.default_prompt_name is not None and config.default_prompt_name not in prompts:
-            raise ValueError(
-                f"default_prompt_name {config.default_prompt_name!r} in {name!r} is not one of its "
-                f"prompts {sorted(prompts)}."
-            )
+        config.prompts, config.default_prompt_name = read_prompts(settings, f"{name} of {self.preset.handle}")
         similarity = settings.get("similarity_fn_name") or "cosine"
         if similarity not in SIMILARITY_FUNCTIONS:
             raise ValueError(
