@@ -163,7 +163,7 @@ def choose(point: str, key: tuple, names: tuple, make_candidates: Callable[[], d
         if known is None or known.choice not in names:
             if not _timer and _spent.get(point, 0.0) >= BUDGET_SECONDS:
                 return Choice(default, f"measuring budget spent ({BUDGET_SECONDS:g} s at {point})", {})
-            with _threads(timing_threads):
+            with threads(timing_threads):
                 candidates = make_candidates()
                 if set(candidates) != set(names):
                     raise ValueError(f"{point}: candidates {sorted(candidates)} are not the names {names}.")
@@ -174,7 +174,7 @@ def choose(point: str, key: tuple, names: tuple, make_candidates: Callable[[], d
 
 
 @contextlib.contextmanager
-def _threads(count: int | None):
+def threads(count: int | None):
     """torch's thread count set to `count` within the block (None: unchanged)."""
     previous = torch.get_num_threads()
     if count is not None and count != previous:

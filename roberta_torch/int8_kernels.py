@@ -272,16 +272,6 @@ def _reference(x, q, scale, bias, setting: KernelSetting) -> torch.Tensor:
     return (dx @ (q.double() * scale.double()[:, None]).t() + bias.double()).float()
 
 
-@contextlib.contextmanager
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 _probed: dict = {}  # kernel name -> KernelSetting or None, for the process
 PROBE_SHAPE = (256, 64)  # (in, out): saturation is a property of the kernel and the CPU, not the shape
 
@@ -292,7 +282,7 @@ def probe(name: str) -> KernelSetting | None:
     process. One thread: the answer does not depend on it, and a busy machine's other jobs
     stall a parallel region far more than a serial one."""
     if name not in _probed:
-        with _one_thread():
+        with cpu_choice.threads(1):
             _probed[name] = _probe(name)
     return _probed[name]
 
@@ -394,7 +384,7 @@ def resolve_with_reason(kernel: str, in_features: int, out_features: int) -> tup
     settings = {s.kernel: s for s in (probe(name) for name in KERNELS) if s is not None}
     # Timed on one thread (cpu_choice.TIMING_THREADS): the ranking of these kernels follows
     # the instruction set, not the thread count, so the key holds no thread count.
-    with _one_thread():
+    with cpu_choice.threads(1):
         runs = _timing_candidates(list(settings.values()), in_features, out_features) if settings else {}
     if not runs:
         raise RuntimeError(
