@@ -47,16 +47,12 @@ def check_savable(cross_encoder, format: str) -> str:
             f"activation={classifier.activation!r}. Save the classifier itself with format='keras'."
         )
     path = ACTIVATION_CLASS_PATHS.get(cross_encoder.activation_name)
-    if path is None or cross_encoder.activation_fn is not _named_activation(cross_encoder.activation_name):
+    if path is None or cross_encoder.activation_fn is not ACTIVATIONS.get(cross_encoder.activation_name):
         raise ValueError(
             f"The activation {cross_encoder.activation_name!r} is a callable, which a preset cannot store; build the "
             f"CrossEncoder with activation_fn= one of {sorted(ACTIVATION_CLASS_PATHS)} to save it."
         )
     return path
-
-
-def _named_activation(name):
-    return ACTIVATIONS.get(name)
 
 
 def save_cross_encoder(cross_encoder, directory, format: str = "sentence-transformers", *,
