@@ -10,12 +10,15 @@ function (float32 differences are at rounding level; see tests/model/test_dense.
 Which path a call takes is the decision point "dense_epilogue" (see roberta_torch/dispatch.py):
 `fused` takes oneDNN wherever it can run, `plain` never does, and `auto` (the default) lets
 this machine decide: where oneDNN can run, the paths are timed once per (dtype, epilogue,
-weight shape, power-of-two row-count bucket, threads) by cpu_choice.py, and
-the fused one is taken only when at least 15 % faster (measured: 0.84-0.91x of the plain path
-on an AMD EPYC with AVX2 and on an Intel SPR VM when the row count varies, as padding-free
-batches make it: oneDNN builds a new primitive for every new row count). For bfloat16 and
-float16 the candidates also include padding the rows to a multiple of ROW_MULTIPLE (AMX tile
-rows): fewer distinct shapes, so primitives are reused (`fused_padded`, `plain_padded`;
+weight shape, row-count bucket up to MAX_TIMING_ROWS, threads) by cpu_choice.py, and the
+fused one is taken when at least EPILOGUE_MARGIN faster. The timing runs what a forward pass
+runs: a new row count (padding-free batches and dynamic batching make one per batch, and
+oneDNN builds a new primitive for each: ~0.5 ms, measured) followed by `row_count_reuse(op)`
+calls with it (the layers of the model share the primitive). Timing every call at a new row count,
+as this module first did, charged the primitive once per call and ranked oneDNN 0.6-0.8x
+where it runs 1.05-1.3x in the model (AMD EPYC Zen 4, benchmarks/README.md). For bfloat16
+and float16 the candidates also include padding the rows to a multiple of ROW_MULTIPLE (AMX
+tile rows): fewer distinct shapes, so primitives are reused (`fused_padded`, `plain_padded`;
 results equal: rows are independent). `dispatch.record("dense_epilogue")` shows the choice
 with the measurement ("measured: fused 1.23x"). Under tracing: the plain path, as before.
 """
@@ -38,11 +41,26 @@ EPILOGUE_PATHS = ("auto", "fused", "plain", "fused_padded", "plain_padded")
 # Padded paths round the row count up to a multiple of this (AMX tiles have 16 rows; oneDNN's
 # bfloat16 kernels block rows by up to 128 — the multiple that removed the per-row-count cost).
 ROW_MULTIPLE = 128
-# The row counts a measurement stands for: buckets (lo, hi] between powers of two, timed at
-# row counts just under min(hi, MAX_TIMING_ROWS). The cap keeps measuring cheap (~0.16 s per
-# bucket for roberta-base's four shapes, benchmarks/README.md); larger buckets are ranked by
-# their behaviour at 128 rows (on the machines measured, the same winner, by a smaller factor).
-MAX_TIMING_ROWS = 128
+# The row counts a measurement stands for: power-of-two buckets (lo, hi] up to MAX_TIMING_ROWS,
+# timed at row counts just under hi, and one bucket for everything above, timed at
+# MAX_TIMING_ROWS (on the machines measured, larger row counts rank the paths the same, by
+# similar or larger factors; the cap keeps a measurement at ~0.3 s for roberta-base's four
+# shapes on one thread).
+MAX_TIMING_ROWS = 64
+# Calls a timing makes with each new row count: the calls a forward pass makes with one
+# primitive, counted for a shallow model (MIN_LAYERS) so that it is not misjudged: one per
+# layer for each epilogue, three per layer without one (query, key and value share it).
+MIN_LAYERS = 4
+
+
+def row_count_reuse(op: str) -> int:
+    """Calls with one primitive per forward pass of a MIN_LAYERS model, for `op`."""
+    return MIN_LAYERS * (3 if op == "linear" else 1)
+
+
+# The fused path replaces the plain one when at least this much faster: the timing now runs
+# what the model runs (above), so a small margin suffices against timing noise.
+EPILOGUE_MARGIN = 0.05
 TIMING_ROW_COUNTS = 16  # distinct row counts a timing cycles through
 
 DENSE_EPILOGUE = dispatch.declare(
@@ -130,7 +148,8 @@ def epilogue_path(
     key = _measurement_key(x, weight, residual, activation)
     names = ("plain", "fused") + (("fused_padded", "plain_padded") if x.dtype in HALF_DTYPES else ())
     measured = cpu_choice.choose(  # timed on one thread (cpu_choice.TIMING_THREADS), keyed by threads
-        DENSE_EPILOGUE, key, names, lambda: _candidates(key, names, x.dtype), default="plain"
+        DENSE_EPILOGUE, key, names, lambda: _candidates(key, names, x.dtype), default="plain",
+        margin=EPILOGUE_MARGIN,
     )
     return measured.choice, measured.reason
 
@@ -139,7 +158,10 @@ HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def row_bucket(rows: int) -> int:
-    """The top of the power-of-two bucket (lo, hi] holding `rows`."""
+    """The top of the power-of-two bucket (lo, hi] holding `rows`, or MAX_TIMING_ROWS + 1
+    for every row count above MAX_TIMING_ROWS (one measurement stands for them all)."""
+    if rows > MAX_TIMING_ROWS:
+        return MAX_TIMING_ROWS + 1
     return 1 << max(0, rows - 1).bit_length()
 
 
@@ -152,10 +174,9 @@ def _measurement_key(x, weight, residual, activation) -> tuple:
 
 
 def _candidates(key: tuple, names: tuple, dtype: torch.dtype) -> dict:
-    """name -> a callable running that path once on fresh random inputs representative of
-    `key`, with a new row count every call (top of the bucket downwards, at most
-    MAX_TIMING_ROWS): row counts vary from batch to batch (padding-free batches, dynamic
-    batching), and oneDNN builds a primitive per new row count, a cost the timing must see."""
+    """name -> a callable running that path on fresh random inputs representative of `key`:
+    each call takes a new row count (top of the bucket downwards, at most MAX_TIMING_ROWS)
+    and runs it `row_count_reuse(op)` times, as a forward pass does (see the module docstring)."""
     _, op, out_features, in_features, bucket, _ = key
     top = min(bucket, MAX_TIMING_ROWS)
     # Fresh row counts, then the same again (cpu_choice may take more calls than there are).
@@ -166,6 +187,7 @@ def _candidates(key: tuple, names: tuple, dtype: torch.dtype) -> dict:
     activation = "gelu" if op == "linear+gelu" else None
     inputs = torch.randn(top, in_features, generator=g).to(dtype)  # leading rows: contiguous views
     residuals = torch.randn(top, out_features, generator=g).to(dtype) if op == "linear+add" else None
+    reuse = row_count_reuse(op)
 
     def runner(path):
         calls = itertools.cycle(sequence)
@@ -173,7 +195,9 @@ def _candidates(key: tuple, names: tuple, dtype: torch.dtype) -> dict:
         def run():
             rows = next(calls)
             residual = None if residuals is None else residuals[:rows]
-            return _run_path(path, inputs[:rows], weight, bias, activation, residual)
+            for _ in range(reuse):
+                y = _run_path(path, inputs[:rows], weight, bias, activation, residual)
+            return y
 
         return run
 
@@ -260,14 +284,23 @@ def _padded_rows(path, x, weight, bias, activation, residual):
 
 
 def _plain(x, weight, bias, activation, residual):
-    return apply_epilogue(F.linear(x, weight, bias), activation, residual)
+    y = F.linear(x, weight, bias)
+    # y is ours alone (nothing else has seen it): the epilogue may overwrite it, which saves
+    # allocating a second output (measured: exact GELU on 2,635 x 3,072 float32 took 3.5 ms
+    # into a new tensor and 2.1 ms in place, AMD EPYC Zen 4, 2 threads) — except where
+    # autograd needs y's values.
+    return apply_epilogue(y, activation, residual, in_place=not (torch.is_grad_enabled() and y.requires_grad))
 
 
-def apply_epilogue(y: torch.Tensor, activation: str | None = None, residual: torch.Tensor | None = None):
+def apply_epilogue(
+    y: torch.Tensor, activation: str | None = None, residual: torch.Tensor | None = None, *, in_place: bool = False
+):
     """activation(y) [+ residual], unfused: the plain path's epilogue. The residual is added in
-    y's dtype (the autocast dtype under autocast), as the fused kernels add it."""
+    y's dtype (the autocast dtype under autocast), as the fused kernels add it. `in_place`:
+    overwrite y (only for a y nothing else holds and autograd does not need)."""
     if activation == "gelu":
-        y = F.gelu(y)
+        y = torch.ops.aten.gelu_(y) if in_place else F.gelu(y)
     if residual is not None:
-        y = y + (residual if residual.dtype == y.dtype else residual.to(y.dtype))
+        residual = residual if residual.dtype == y.dtype else residual.to(y.dtype)
+        y = y.add_(residual) if in_place and residual.shape == y.shape else y + residual
     return y

@@ -89,7 +89,7 @@ def test_every_epilogue_path_computes_the_same_function(dtype, op):
     names = PATHS if dtype in dense.HALF_DTYPES else ("plain", "fused")
     with torch.no_grad():
         runs = {name: [run() for _ in range(4)] for name, run in dense._candidates(key, names, dtype).items()}
-    assert [y.shape[0] for y in runs["plain"]] == [128, 127, 126, 125]  # a new row count per call
+    assert [y.shape[0] for y in runs["plain"]] == [64, 63, 62, 61]  # a new row count per call
     for name in names:
         for y, expected in zip(runs[name], runs["plain"]):
             assert (y.double() - expected.double()).abs().max() / expected.double().abs().max() < tolerance, name
@@ -100,7 +100,8 @@ def test_auto_takes_what_measures_faster_by_the_margin():
     x, weight, bias, residual = operands(torch.float32)
     cases = [
         ({"plain": 1.0, "fused": 0.5}, "fused", "measured: fused 2.00x"),
-        ({"plain": 1.0, "fused": 0.9}, "plain", "measured: plain (fused 1.11x)"),  # inside the 15 % margin
+        ({"plain": 1.0, "fused": 0.9}, "fused", "measured: fused 1.11x"),
+        ({"plain": 1.0, "fused": 0.97}, "plain", "measured: plain (fused 1.03x)"),  # inside the 5 % margin
         ({"plain": 1.0, "fused": 1.3}, "plain", "measured: plain (fused 0.77x)"),
     ]
     for seconds, choice, why in cases:
@@ -345,3 +346,55 @@ def test_candidates_are_timed_on_one_thread_and_the_thread_count_is_restored():
     finally:
         cpu_choice.forget("test_point")
         torch.set_num_threads(threads)
+
+
+def test_epilogue_timing_runs_each_new_row_count_as_a_forward_pass_does(monkeypatch):
+    # oneDNN builds a primitive per new row count and a forward pass reuses it in every layer:
+    # a timing that charged the primitive to every call ranked oneDNN 0.6-0.8x where it ran
+    # 1.05-1.3x in the model (AMD EPYC, benchmarks/README.md).
+    seen = []
+    real = dense._run_path
+    monkeypatch.setattr(dense, "_run_path", lambda path, x, *rest: seen.append(x.shape[0]) or real(path, x, *rest))
+    key = ("float32", "linear", 40, 48, dense.MAX_TIMING_ROWS + 1, torch.get_num_threads())
+    with torch.no_grad():
+        run = dense._candidates(key, ("plain", "fused"), torch.float32)["plain"]
+        run(), run()
+    top = dense.MAX_TIMING_ROWS
+    reuse = dense.row_count_reuse("linear")
+    assert reuse == 3 * dense.MIN_LAYERS and dense.row_count_reuse("linear+gelu") == dense.MIN_LAYERS
+    assert seen == [top] * reuse + [top - 1] * reuse
+
+
+@needs_onednn
+def test_row_counts_above_the_timing_cap_share_one_measurement():
+    assert dense.row_bucket(5) == 8 and dense.row_bucket(64) == 64
+    assert dense.row_bucket(65) == dense.row_bucket(4096) == dense.MAX_TIMING_ROWS + 1
+    x, weight, bias, _ = operands(torch.float32)
+    timer = fake_timer({"plain": 1.0, "fused": 0.5})
+    with cpu_choice.use_timer(timer), torch.no_grad():
+        for rows in (100, 700, 3000):
+            dense.linear(torch.randn(rows, weight.shape[1]), weight, bias)
+    assert len(timer.calls) == 2  # plain and fused, once
+
+
+@pytest.mark.parametrize("op", ["linear+gelu", "linear+add"])
+def test_plain_epilogue_in_place_touches_only_its_own_output(op):
+    # The plain path applies GELU / the residual add in place on F.linear's fresh output at
+    # inference (one allocation less), and out of place where autograd needs the values.
+    x, weight, bias, residual = operands(torch.float32)
+    args = {"activation": "gelu"} if op == "linear+gelu" else {"residual": residual}
+    inputs = [t.clone() for t in (x, weight, bias, residual)]
+    reference = torch.nn.functional.linear(x.double(), weight.double(), bias.double())
+    reference = torch.nn.functional.gelu(reference) if op == "linear+gelu" else reference + residual.double()
+    with dispatch.override(dense_epilogue="plain"):
+        with torch.inference_mode():
+            y = dense.linear(x, weight, bias, **args)
+        assert all(torch.equal(a, b) for a, b in zip((x, weight, bias, residual), inputs))
+        assert (y.double() - reference).abs().max() < 1e-5
+        leaf = x.clone().requires_grad_(True)
+        dense.linear(leaf, weight, bias, **args).square().sum().backward()
+    expected = x.double().requires_grad_(True)
+    out = torch.nn.functional.linear(expected, weight.double(), bias.double())
+    out = torch.nn.functional.gelu(out) if op == "linear+gelu" else out + residual.double()
+    out.square().sum().backward()
+    assert (leaf.grad.double() - expected.grad).abs().max() / expected.grad.abs().max() < 1e-5
