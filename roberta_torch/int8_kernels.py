@@ -47,7 +47,6 @@ import platform
 import warnings
 
 import torch
-import torch.nn.functional as F
 
 from . import cpu_choice, dispatch
 

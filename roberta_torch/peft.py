@@ -30,6 +30,7 @@ import logging
 import pathlib
 import re
 
+from . import optional
 from .backbone import RobertaBackbone
 from .presets import files, transformers_format
 from .presets.mapping import COPY, Row, describe_problems, table_rows
@@ -52,11 +53,7 @@ NOT_IN_OUR_MODELS = {
 
 
 def _import_peft():
-    try:
-        import peft
-    except ImportError as error:
-        raise ImportError("roberta_torch.peft needs the `peft` package: pip install peft") from error
-    return peft
+    return optional.require("peft", "roberta_torch.peft")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,6 +30,7 @@ import shutil
 
 import numpy as np
 
+from .. import optional
 from ..embedding import distributed
 from ..presets import files
 
@@ -244,12 +245,7 @@ def model_fingerprint(preset) -> str:
 
 
 def _import_pyarrow():
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError as error:
-        raise ImportError("Writing .parquet needs the `pyarrow` package: pip install pyarrow (or write .npy / .jsonl).") from error
-    return pyarrow
+    return optional.require("pyarrow", "Writing .parquet", install="pyarrow (or write .npy / .jsonl)", also=("parquet",))
 
 
 def check_output(out: pathlib.Path, overwrite: bool, input: pathlib.Path | None = None) -> str:

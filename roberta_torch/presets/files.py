@@ -23,6 +23,7 @@ import shutil
 import socket
 import stat
 
+from .. import optional
 from . import renames
 
 logger = logging.getLogger(__name__)
@@ -209,12 +210,7 @@ _SAFETENSORS_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "
 
 def import_safetensors():
     """The `safetensors` package (ImportError naming the remedy when it is missing)."""
-    try:
-        import safetensors
-        import safetensors.torch  # noqa: F401
-    except ImportError as error:
-        raise ImportError("Reading or writing safetensors weights needs the `safetensors` package: pip install safetensors") from error
-    return safetensors
+    return optional.require("safetensors", "Reading or writing safetensors weights", also=("torch",))
 
 
 def read_safetensors(path: pathlib.Path) -> dict:

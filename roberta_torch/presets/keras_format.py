@@ -25,6 +25,7 @@ from collections.abc import Mapping
 
 import torch
 
+from .. import optional
 from . import files, names
 from .names import KERAS_WEIGHTS_FILE, KERAS_WEIGHTS_INDEX
 from .loader import BackboneSpec, PresetLoader, StoredTask, TaskTensors
@@ -238,13 +239,7 @@ def keras_metadata(model) -> dict:
 
 
 def _import_h5py():
-    try:
-        import h5py
-    except ImportError as error:
-        raise ImportError(
-            "Reading or writing Keras presets needs the `h5py` package: pip install h5py"
-        ) from error
-    return h5py
+    return optional.require("h5py", "Reading or writing Keras presets")
 
 
 def weight_files(preset) -> list[pathlib.Path]:

@@ -28,6 +28,8 @@ import dataclasses
 import logging
 import pathlib
 
+from .. import optional
+
 logger = logging.getLogger(__name__)
 
 
@@ -92,13 +94,7 @@ class SubfolderSource:
 
 
 def import_huggingface_hub():
-    try:
-        import huggingface_hub
-    except ImportError as error:
-        raise ImportError(
-            "Loading an 'hf://' preset needs the `huggingface_hub` package: pip install huggingface_hub"
-        ) from error
-    return huggingface_hub
+    return optional.require("huggingface_hub", "Loading an 'hf://' preset")
 
 
 def is_hub_network_error(error: BaseException) -> bool:
@@ -196,11 +192,7 @@ class HuggingFaceSource:
 
 
 def import_kagglehub():
-    try:
-        import kagglehub
-    except ImportError as error:
-        raise ImportError("Loading a 'kaggle://' preset needs the `kagglehub` package: pip install kagglehub") from error
-    return kagglehub
+    return optional.require("kagglehub", "Loading a 'kaggle://' preset")
 
 
 @dataclasses.dataclass(eq=False)

@@ -21,6 +21,7 @@ import json
 import logging
 import time
 
+from .. import optional
 from .batcher import ModelWorker, Overloaded, RequestTimedOut, ShuttingDown
 from .metrics import ServerMetrics
 from .protocol import (
@@ -41,10 +42,7 @@ _OPEN_PATHS = ("/health",)
 
 
 def _import_starlette():
-    try:
-        import starlette  # noqa: F401
-    except ImportError as error:
-        raise ImportError("`roberta-torch serve` needs starlette and uvicorn: pip install 'roberta_torch[serve]'") from error
+    optional.require("starlette", "`roberta-torch serve`", install="'roberta_torch[serve]'")
 
 
 def _dumps(payload) -> bytes:

@@ -15,15 +15,11 @@ With several `--workers`, each worker process reports its own (a scrape reaches 
 
 from __future__ import annotations
 
+from .. import optional
+
 
 def _import_prometheus_client():
-    try:
-        import prometheus_client
-    except ImportError as error:
-        raise ImportError(
-            "The server's /metrics needs prometheus_client: pip install 'roberta_torch[serve]'"
-        ) from error
-    return prometheus_client
+    return optional.require("prometheus_client", "The server's /metrics", install="'roberta_torch[serve]'")
 
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)

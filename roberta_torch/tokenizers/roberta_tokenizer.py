@@ -18,6 +18,7 @@ import json
 import os
 from typing import Iterable
 
+from .. import optional
 from . import prefix
 from .base import Tokenizer, canonicalize_texts
 
@@ -26,13 +27,7 @@ DEFAULT_UNSPLITTABLE_TOKENS = ("<s>", "<pad>", "</s>", "<mask>")
 
 
 def import_tokenizers():
-    try:
-        import tokenizers
-    except ImportError as error:
-        raise ImportError(
-            "RobertaTokenizer needs the Hugging Face `tokenizers` package: pip install tokenizers"
-        ) from error
-    return tokenizers
+    return optional.require("tokenizers", "RobertaTokenizer (Hugging Face tokenizers)")
 
 
 def read_vocabulary(vocabulary) -> dict[str, int]:

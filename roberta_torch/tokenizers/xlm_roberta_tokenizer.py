@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import os
 
+from .. import optional
 from . import prefix
 from .base import Tokenizer, canonicalize_texts
 
@@ -31,13 +32,7 @@ UNKNOWN_SURFACE = " \u2047 "
 
 
 def import_sentencepiece():
-    try:
-        import sentencepiece
-    except ImportError as error:
-        raise ImportError(
-            "XLMRobertaTokenizer needs the `sentencepiece` package: pip install sentencepiece"
-        ) from error
-    return sentencepiece
+    return optional.require("sentencepiece", "XLMRobertaTokenizer")
 
 
 def read_proto(proto) -> bytes:
