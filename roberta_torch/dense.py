@@ -7,20 +7,22 @@ matrix product. Its ops have no autograd formula, so they run only where no grad
 needed; training and every other device take the plain path. Both paths compute the same
 function (float32 differences are at rounding level; see tests/model/test_dense.py).
 
-Which path a call takes is the decision point "dense_epilogue" (see roberta_torch/dispatch.py):
-`fused` takes oneDNN wherever it can run, `plain` never does, and `auto` (the default) lets
-this machine decide: where oneDNN can run, the paths are timed once per (dtype, epilogue,
-weight shape, row-count bucket up to MAX_TIMING_ROWS, threads) by cpu_choice.py, and the
-fused one is taken when at least EPILOGUE_MARGIN faster. The timing runs what a forward pass
-runs: a new row count (padding-free batches and dynamic batching make one per batch, and
-oneDNN builds a new primitive for each: ~0.5 ms, measured) followed by `row_count_reuse(op)`
-calls with it (the layers of the model share the primitive). Timing every call at a new row count,
-as this module first did, charged the primitive once per call and ranked oneDNN 0.6-0.8x
-where it runs 1.05-1.3x in the model (AMD EPYC Zen 4, benchmarks/README.md). For bfloat16
-and float16 the candidates also include padding the rows to a multiple of ROW_MULTIPLE (AMX
-tile rows): fewer distinct shapes, so primitives are reused (`fused_padded`, `plain_padded`;
-results equal: rows are independent). `dispatch.record("dense_epilogue")` shows the choice
-with the measurement ("measured: fused 1.23x"). Under tracing: the plain path, as before.
+Which path a call takes is the decision point "dense_epilogue" (see
+roberta_torch/dispatch.py): `fused` takes oneDNN wherever it can run, `plain` never does,
+and `auto` (the default) lets this machine decide: where oneDNN can run, the paths are timed
+once per (dtype, epilogue, weight shape, row-count bucket, threads) by cpu_choice.py, and
+the fused one is taken when at least EPILOGUE_MARGIN faster. The timing runs what a forward
+pass runs: a new row count (padding-free batches and dynamic batching make one per batch,
+and oneDNN builds a new primitive for each: ~0.5 ms, measured) followed by
+`row_count_reuse(op)` calls with it (the layers of the model share the primitive; above
+AMORTIZED_ROWS rows the creation is amortized away and not timed). Timing every call at a
+new row count, as this module first did, charged the primitive once per call and ranked
+oneDNN 0.6-0.8x where it runs 1.05-1.3x in the model (AMD EPYC Zen 4, benchmarks/README.md).
+For bfloat16 and float16 the candidates also include padding the rows to a multiple of
+ROW_MULTIPLE (AMX tile rows): fewer distinct shapes, so primitives are reused
+(`fused_padded`, `plain_padded`; results equal: rows are independent).
+`dispatch.record("dense_epilogue")` shows the choice with the measurement ("measured: fused
+1.23x"). Under tracing: the plain path, as before.
 """
 
 from __future__ import annotations
@@ -42,11 +44,14 @@ EPILOGUE_PATHS = ("auto", "fused", "plain", "fused_padded", "plain_padded")
 # bfloat16 kernels block rows by up to 128 — the multiple that removed the per-row-count cost).
 ROW_MULTIPLE = 128
 # The row counts a measurement stands for: power-of-two buckets (lo, hi] up to MAX_TIMING_ROWS,
-# timed at row counts just under hi, and one bucket for everything above, timed at
-# MAX_TIMING_ROWS (on the machines measured, larger row counts rank the paths the same, by
-# similar or larger factors; the cap keeps a measurement at ~0.3 s for roberta-base's four
-# shapes on one thread).
+# timed at row counts just under hi; (MAX_TIMING_ROWS, AMORTIZED_ROWS], timed at
+# MAX_TIMING_ROWS with a new row count per forward as below; and everything above
+# AMORTIZED_ROWS, timed at MAX_TIMING_ROWS with one row count (there a forward pass does at
+# least 4x the timed work per new primitive, so its creation no longer ranks the paths; on
+# the machines measured, larger row counts rank the paths the same or more clearly). The cap
+# keeps a measurement at ~0.3 s for roberta-base's four shapes on one thread.
 MAX_TIMING_ROWS = 64
+AMORTIZED_ROWS = 256
 # Calls a timing makes with each new row count: the calls a forward pass makes with one
 # primitive, counted for a shallow model (MIN_LAYERS) so that it is not misjudged: one per
 # layer for each epilogue, three per layer without one (query, key and value share it).
@@ -158,10 +163,12 @@ HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def row_bucket(rows: int) -> int:
-    """The top of the power-of-two bucket (lo, hi] holding `rows`, or MAX_TIMING_ROWS + 1
-    for every row count above MAX_TIMING_ROWS (one measurement stands for them all)."""
+    """The top of the power-of-two bucket (lo, hi] holding `rows` up to MAX_TIMING_ROWS, then
+    AMORTIZED_ROWS for (MAX_TIMING_ROWS, AMORTIZED_ROWS] and AMORTIZED_ROWS + 1 above."""
+    if rows > AMORTIZED_ROWS:
+        return AMORTIZED_ROWS + 1
     if rows > MAX_TIMING_ROWS:
-        return MAX_TIMING_ROWS + 1
+        return AMORTIZED_ROWS
     return 1 << max(0, rows - 1).bit_length()
 
 
@@ -175,12 +182,15 @@ def _measurement_key(x, weight, residual, activation) -> tuple:
 
 def _candidates(key: tuple, names: tuple, dtype: torch.dtype) -> dict:
     """name -> a callable running that path on fresh random inputs representative of `key`:
-    each call takes a new row count (top of the bucket downwards, at most MAX_TIMING_ROWS)
-    and runs it `row_count_reuse(op)` times, as a forward pass does (see the module docstring)."""
+    each call takes a new row count (top of the bucket downwards, at most MAX_TIMING_ROWS;
+    above AMORTIZED_ROWS always the same) and runs it `row_count_reuse(op)` times, as a
+    forward pass does (see the module docstring and MAX_TIMING_ROWS)."""
     _, op, out_features, in_features, bucket, _ = key
     top = min(bucket, MAX_TIMING_ROWS)
     # Fresh row counts, then the same again (cpu_choice may take more calls than there are).
     sequence = list(range(top, max(top // 2, top - TIMING_ROW_COUNTS), -1))
+    if bucket > AMORTIZED_ROWS:
+        sequence = [top]  # its primitive is built in the warm-up call
     g = torch.Generator().manual_seed(0)
     weight = (torch.randn(out_features, in_features, generator=g) * in_features**-0.5).to(dtype)
     bias = torch.randn(out_features, generator=g).to(dtype)

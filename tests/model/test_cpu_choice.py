@@ -355,24 +355,29 @@ def test_epilogue_timing_runs_each_new_row_count_as_a_forward_pass_does(monkeypa
     seen = []
     real = dense._run_path
     monkeypatch.setattr(dense, "_run_path", lambda path, x, *rest: seen.append(x.shape[0]) or real(path, x, *rest))
-    key = ("float32", "linear", 40, 48, dense.MAX_TIMING_ROWS + 1, torch.get_num_threads())
-    with torch.no_grad():
-        run = dense._candidates(key, ("plain", "fused"), torch.float32)["plain"]
-        run(), run()
-    top = dense.MAX_TIMING_ROWS
-    reuse = dense.row_count_reuse("linear")
+    top, reuse = dense.MAX_TIMING_ROWS, dense.row_count_reuse("linear")
     assert reuse == 3 * dense.MIN_LAYERS and dense.row_count_reuse("linear+gelu") == dense.MIN_LAYERS
-    assert seen == [top] * reuse + [top - 1] * reuse
+    for bucket, expected in [
+        (dense.AMORTIZED_ROWS, [top] * reuse + [top - 1] * reuse),  # a new row count per forward
+        (dense.AMORTIZED_ROWS + 1, [top] * 2 * reuse),  # large batches: creation amortized away
+    ]:
+        seen.clear()
+        key = ("float32", "linear", 40, 48, bucket, torch.get_num_threads())
+        with torch.no_grad():
+            run = dense._candidates(key, ("plain", "fused"), torch.float32)["plain"]
+            run(), run()
+        assert seen == expected, bucket
 
 
 @needs_onednn
 def test_row_counts_above_the_timing_cap_share_one_measurement():
     assert dense.row_bucket(5) == 8 and dense.row_bucket(64) == 64
-    assert dense.row_bucket(65) == dense.row_bucket(4096) == dense.MAX_TIMING_ROWS + 1
+    assert dense.row_bucket(65) == dense.row_bucket(256) == dense.AMORTIZED_ROWS
+    assert dense.row_bucket(257) == dense.row_bucket(40000) == dense.AMORTIZED_ROWS + 1
     x, weight, bias, _ = operands(torch.float32)
     timer = fake_timer({"plain": 1.0, "fused": 0.5})
     with cpu_choice.use_timer(timer), torch.no_grad():
-        for rows in (100, 700, 3000):
+        for rows in (300, 700, 3000):
             dense.linear(torch.randn(rows, weight.shape[1]), weight, bias)
     assert len(timer.calls) == 2  # plain and fused, once
 
