@@ -169,22 +169,66 @@ def test_measuring_switch_in_the_environment(monkeypatch):
 
 @needs_onednn
 def test_nothing_is_measured_while_tracing():
+    # torch.compile puts the product into the graph as roberta_torch::cpu_linear, which
+    # measures and chooses when it runs (never while dynamo traces); torch.jit.trace records
+    # the plain path.
     x, weight, bias, _ = operands(torch.float32)
+    timed_while_tracing = []
+
+    def timer(point, key, name, run):
+        timed_while_tracing.append(torch.compiler.is_compiling())
+        return {"plain": 1.0, "fused": 0.5}[name]
 
     def gelu_dense(inp):
         return dense.linear(inp, weight, bias, activation="gelu")
 
-    with cpu_choice.use_timer(raise_if_timed), torch.no_grad():
+    torch._dynamo.reset()
+    with cpu_choice.use_timer(timer), torch.no_grad():
         compiled = torch.compile(gelu_dense, backend="eager", fullgraph=True)
         with dispatch.record("dense_epilogue") as decisions:
             y = compiled(x)
         traced = torch.jit.trace(gelu_dense, x, check_trace=False)
+        with dispatch.record("dense_epilogue") as traced_decisions:
+            traced = torch.jit.trace(gelu_dense, x, check_trace=False)
         z = traced(x)
-    assert {d.choice for d in decisions} == {"plain"}  # Inductor fuses on its own
+    assert timed_while_tracing and not any(timed_while_tracing)  # measured when the op ran
+    # (The op's own run-time note does not reach the list: dynamo replays the recorder's
+    # traced appends over the list after the graph has run.)
+    assert [(d.choice, d.why) for d in decisions] == [
+        ("auto", "compiled: roberta_torch::cpu_linear chooses when it runs"),
+    ]
+    assert [m[2].choice for m in cpu_choice.measurements() if m[0] == "dense_epilogue"][-1] == "fused"
+    assert {d.choice for d in traced_decisions} == {"plain"}
     with torch.no_grad(), dispatch.override(dense_epilogue="plain"):
         reference = gelu_dense(x)
     torch.testing.assert_close(y, reference)
     torch.testing.assert_close(z, reference)
+
+
+@needs_onednn
+def test_compiled_model_runs_the_measured_cpu_products_and_equals_eager():
+    model = randomize_(roberta_torch.RobertaBackbone(**TINY), seed=1, scale=0.3).eval()
+    inputs = batch()
+    torch._dynamo.reset()
+    with torch.no_grad():
+        expected = model(inputs)
+        compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+        with dispatch.record("dense_epilogue") as decisions:
+            out = compiled(inputs)
+        with dispatch.override(dense_epilogue="plain"), dispatch.record("dense_epilogue") as plain:
+            forced_plain = compiled(inputs)  # the override is guarded: a retrace with F.linear
+    valid = inputs["padding_mask"]
+    for result in (out, forced_plain):
+        torch.testing.assert_close(result[valid], expected[valid], rtol=1e-5, atol=1e-5)
+    assert "compiled: roberta_torch::cpu_linear chooses when it runs" in {d.why for d in decisions}
+    assert {d.choice for d in decisions} - {"auto"} <= {"plain", "fused"}  # the op's run-time choices
+    assert {(d.choice, d.why) for d in plain} == {("plain", "dispatch.override")}
+    # Training keeps F.linear (the op has no autograd formula): gradients flow.
+    model.train()
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager")
+    compiled(inputs)[valid].square().sum().backward()
+    assert model.layers[0].attention.query.weight.grad is not None
 
 
 # ---------------------------------------------------------------------------- the mechanism
