@@ -22,7 +22,9 @@ For bfloat16 and float16 the candidates also include padding the rows to a multi
 ROW_MULTIPLE (AMX tile rows): fewer distinct shapes, so primitives are reused
 (`fused_padded`, `plain_padded`; results equal: rows are independent).
 `dispatch.record("dense_epilogue")` shows the choice with the measurement ("measured: fused
-1.23x"). Under tracing: the plain path, as before.
+1.23x"). Under torch.compile, CPU inference products are the op `roberta_torch::cpu_linear`,
+which makes the same choice when it runs (`_compiled_call_decides_at_run_time`); under export
+and jit.trace, and in training, the plain path.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ ROW_MULTIPLE = 128
 # AMORTIZED_ROWS, timed at MAX_TIMING_ROWS with one row count (there a forward pass does at
 # least 4x the timed work per new primitive, so its creation no longer ranks the paths; on
 # the machines measured, larger row counts rank the paths the same or more clearly). The cap
-# keeps a measurement at ~0.3 s for roberta-base's four shapes on one thread.
+# keeps a measurement at ~0.4 s for roberta-base's four shapes on one thread (AMD Zen 4).
 MAX_TIMING_ROWS = 64
 AMORTIZED_ROWS = 256
 # Calls a timing makes with each new row count: the calls a forward pass makes with one
