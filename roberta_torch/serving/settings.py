@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 
+from ..quantization import check_preset_quantize
 from .batcher import BatchingLimits
 
 SETTINGS_ENVIRONMENT_VARIABLE = "ROBERTA_TORCH_SERVE_SETTINGS"
@@ -30,6 +31,7 @@ class ServerSettings:
     workers: int = 1
     device: str | None = None
     dtype: str | None = None
+    quantize: str | None = None  # "int8": dynamic int8 dense layers (CPU), as from_preset(quantize=)
     threads: int | None = None  # torch intra-op threads per process
     max_batch_tokens: int = 8192
     max_batch_rows: int = 256
@@ -69,6 +71,7 @@ class ServerSettings:
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):
             raise ValueError("`api-key` must be a non-empty string (or left out).")
         self.limits  # checks max_wait_ms and the batch sizes
+        check_preset_quantize(self.quantize, self.device)
 
     @property
     def limits(self) -> BatchingLimits:
@@ -93,6 +96,8 @@ class ServerSettings:
             kwargs["device"] = self.device
         if self.dtype is not None:
             kwargs["dtype"] = self.dtype
+        if self.quantize is not None:
+            kwargs["quantize"] = self.quantize
         return kwargs
 
     # -- passing to worker processes ----------------------------------------------------------

@@ -441,3 +441,20 @@ def test_the_command_line_imports_no_server_library_until_serve_runs():
     script = ("import sys; import roberta_torch.cli; roberta_torch.cli.build_parser(); "
               "print([m for m in ('starlette', 'uvicorn', 'prometheus_client', 'fastapi') if m in sys.modules])")
     assert run_python(script, {}).strip().splitlines()[-1] == "[]"
+
+
+def test_quantize_int8_serves_quantized_models(model_dirs, models):
+    # `roberta-torch serve --quantize int8`: both models loaded as from_preset(quantize="int8").
+    from roberta_torch import quantization
+    from roberta_torch.serving.services import load_services
+
+    with pytest.raises(ValueError, match="quantize"):
+        ServerSettings(model="m", quantize="int4")
+    with pytest.raises(ValueError, match="CPU only"):
+        ServerSettings(model="m", quantize="int8", device="cuda")
+    settings = ServerSettings(model=str(model_dirs[0]), reranker=str(model_dirs[1]), quantize="int8")
+    embedding, rerank = load_services(settings)
+    assert quantization.is_quantized(embedding.embedder) and quantization.is_quantized(rerank.cross_encoder)
+    quantized = embedding.embedder.encode(WORDS)
+    expected = models[0].encode(WORDS)
+    assert (quantized * expected).sum(1).min() > 0.99 and np.abs(quantized - expected).max() > 1e-6
