@@ -220,6 +220,14 @@ def _candidates(key: tuple, names: tuple, dtype: torch.dtype) -> dict:
 
 
 def _fused_unavailable_reason(x, weight, residual) -> str | None:
+    reason = _onednn_unavailable_reason(x, weight, residual)
+    if reason is None and is_compiling():
+        return "compiling (Inductor fuses on its own)"
+    return reason
+
+
+def _onednn_unavailable_reason(x, weight, residual) -> str | None:
+    """Why oneDNN's kernels cannot compute this call (None: they can), tracing aside."""
     if x.device.type != "cpu":
         return "not a CPU tensor"
     if x.dtype not in FUSED_DTYPES:
@@ -232,8 +240,6 @@ def _fused_unavailable_reason(x, weight, residual) -> str | None:
         return "autocast to another dtype"
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return "gradients needed (oneDNN's ops have no autograd formula)"
-    if is_compiling():
-        return "compiling (Inductor fuses on its own)"
     return None
 
 
@@ -248,8 +254,7 @@ def _compiled_call_decides_at_run_time(x, weight, residual) -> bool:
         return False
     if dispatch.requested(DENSE_EPILOGUE)[0] in ("plain", "plain_padded"):
         return False
-    reason = _fused_unavailable_reason(x, weight, residual)
-    return reason is not None and reason.startswith("compiling")
+    return _onednn_unavailable_reason(x, weight, residual) is None
 
 
 @torch.library.custom_op(

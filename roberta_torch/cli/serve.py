@@ -10,6 +10,7 @@ import ipaddress
 import logging
 import os
 
+from ..quantization import MODES
 from ..serving.settings import API_KEY_ENVIRONMENT_VARIABLE, DEFAULT_PORT, ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def add_arguments(parser) -> None:
     add("--workers", type=int, default=1, help="server processes, each with its own model (default 1)")
     add("--device", help="torch device of the models (default: the loader's, CPU)")
     add("--dtype", help="dtype policy of the models, e.g. bfloat16 (default: the preset's)")
-    add("--quantize", choices=("int8",), help="int8 dense layers (CPU; dynamic activation quantization, "
+    add("--quantize", choices=MODES, help="int8 dense layers (CPU; dynamic activation quantization, "
                                                "per-channel weights), as from_preset(quantize='int8')")
     add("--threads", type=int, help="torch threads per process (default: torch's, divided among --workers)")
     add("--max-batch-tokens", type=int, default=defaults["max_batch_tokens"].default,
